@@ -1,0 +1,38 @@
+"""One error hierarchy for the whole package.
+
+    EdgeError
+     ├── ConfigError      bad or unsafe configuration (refused at start-up)
+     ├── SourceError      a video source cannot be opened or read
+     ├── ModelError       model file missing, tampered (sha256) or of an unknown layout
+     └── AssetError       a pinned download failed or did not match its sha256
+
+The CLI catches only ``EdgeError`` and turns it into a message and exit code 1. Every message names
+the problem and the fix.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(EdgeError):
+    """Configuration is invalid; ``errors`` lists each problem as 'path: message'."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        self.errors = errors or []
+        detail = "".join(f"\n  {e}" for e in self.errors)
+        super().__init__(message + detail)
+
+
+class SourceError(EdgeError):
+    """A video source could not be opened or read."""
+
+
+class ModelError(EdgeError):
+    """A detector model is missing, does not match its manifest, or cannot run."""
+
+
+class AssetError(EdgeError):
+    """A pinned asset could not be fetched or failed its sha256 check."""

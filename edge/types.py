@@ -1,0 +1,124 @@
+"""Typed values passed between pipeline stages.
+
+Coordinates are source-frame pixels, x to the right and y down, boxes as ``(x1, y1, x2, y2)``.
+Arrays are parallel: row ``i`` of every array describes the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+#: Road-user classes the pipeline knows, in a fixed order; ``class_id`` indexes this tuple.
+ROAD_USER_CLASSES: Final = ("car", "bus", "truck", "motorcycle", "bicycle", "person")
+MOTOR_VEHICLE_CLASSES: Final = frozenset({"car", "bus", "truck", "motorcycle"})
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+def class_name(class_id: int) -> str:
+    return ROAD_USER_CLASSES[class_id]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded video frame (BGR, uint8, HxWx3) with its position in the stream.
+
+    ``t_s`` is media time for files (deterministic replay) and ``time.monotonic()`` for live sources.
+    ``wall_time_s`` is the UTC wall clock (seconds since the epoch) at capture for live sources, and
+    ``None`` for files (the replay maps media time onto a configured start time).
+    """
+
+    image: npt.NDArray[np.uint8]
+    index: int
+    t_s: float
+    wall_time_s: float | None = None
+
+
+def _check_rows(name: str, arr: np.ndarray, n: int, shape_tail: tuple[int, ...] = ()) -> None:
+    if arr.shape != (n, *shape_tail):
+        raise ValueError(f"{name} must have shape {(n, *shape_tail)}, got {arr.shape}")
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Detector output for one frame: ``xyxy (N,4)``, ``confidence (N,)``, ``class_id (N,)``."""
+
+    xyxy: FloatArray
+    confidence: FloatArray
+    class_id: IntArray
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        _check_rows("xyxy", self.xyxy, n, (4,))
+        _check_rows("confidence", self.confidence, n)
+        _check_rows("class_id", self.class_id, n)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
+        )
+
+    @classmethod
+    def from_lists(
+        cls, xyxy: list[list[float]], confidence: list[float], class_id: list[int]
+    ) -> Detections:
+        """Small factory for tests and tools."""
+        return cls(
+            np.asarray(xyxy, np.float32).reshape(-1, 4),
+            np.asarray(confidence, np.float32),
+            np.asarray(class_id, np.int64),
+        )
+
+    def __getitem__(self, mask: npt.NDArray[np.bool_] | IntArray) -> Detections:
+        return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask])
+
+
+@dataclass(frozen=True, slots=True)
+class Tracks:
+    """Confirmed tracks after association on one frame.
+
+    ``tracker_id (N,)`` ids are owned by one tracker instance. ``xyxy`` is the detection box when the
+    track was matched this frame. ``class_id`` is the track's majority class so far.
+    """
+
+    xyxy: FloatArray
+    confidence: FloatArray
+    class_id: IntArray
+    tracker_id: IntArray
+    #: Ids of tracks that ended on this frame; their per-track state elsewhere must be freed.
+    ended_ids: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        _check_rows("xyxy", self.xyxy, n, (4,))
+        _check_rows("confidence", self.confidence, n)
+        _check_rows("class_id", self.class_id, n)
+        _check_rows("tracker_id", self.tracker_id, n)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls, ended_ids: tuple[int, ...] = ()) -> Tracks:
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0,), np.int64),
+            np.zeros((0,), np.int64),
+            ended_ids,
+        )
+
+    def anchors(self) -> FloatArray:
+        """Bottom-centre of each box ``(N,2)``: the ground contact point used for counting."""
+        return np.stack(
+            [(self.xyxy[:, 0] + self.xyxy[:, 2]) / 2, self.xyxy[:, 3]], axis=1
+        ).astype(np.float32)
