@@ -1,0 +1,1 @@
+"""Analytics on tracks: line counts, windows, ground-plane measures."""

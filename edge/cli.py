@@ -1,0 +1,119 @@
+"""Command line: a thin layer that parses arguments, calls the package, and maps ``EdgeError`` to exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge import __version__
+from edge.config import load_config
+from edge.errors import ConfigError, EdgeError
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"INVALID {exc}", file=sys.stderr)
+        return 1
+    lines = sum(len(c.lines) for c in config.cameras)
+    print(f"OK {args.config}: device {config.device_id}, {len(config.cameras)} camera(s), {lines} line(s)")
+    return 0
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2024-05-01T07:00:00Z")
+    return t.astimezone(UTC)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from edge.detect import Detector
+    from edge.replay import format_summary, replay
+
+    config = load_config(args.config)
+    if args.model_dir is not None:
+        config = config.model_copy(
+            update={"detector": config.detector.model_copy(update={"model_dir": args.model_dir})}
+        )
+    detector = Detector(config.detector)
+    progress = sys.stderr.isatty() and not args.quiet and os.environ.get("CI") != "true"
+    summary = replay(args.video, config, detector, args.output, camera=args.camera, start_time=args.start_time,
+                     max_frames=args.max_frames, progress=progress)
+    print(f"{args.video} with {config.detector.model} ({', '.join(detector.providers)})")
+    print(format_summary(summary))
+    print(f"metrics: {args.output / 'metrics.jsonl'}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from edge.models import cache_dir, fetch, load_manifest, search_dirs
+
+    manifest = load_manifest()
+    if args.models_cmd == "fetch":
+        path = fetch(manifest.get(args.name), args.dest)
+        print(f"{args.name}: {path} (sha256 verified)")
+        return 0
+    print(f"search path: {', '.join(map(str, search_dirs(None)))} (cache: {cache_dir()})")
+    for m in manifest.models:
+        print(f"{m.name:22} {m.layout:12} {m.input_size_px[0]}x{m.input_size_px[1]:<5} {m.file}  [{m.licence}]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    v = sub.add_parser("validate-config", help="check a config file; print every error with its YAML path")
+    v.add_argument("config", type=Path)
+    v.set_defaults(func=_cmd_validate)
+
+    r = sub.add_parser("replay", help="run the pipeline on a recorded video as fast as possible")
+    r.add_argument("video", type=Path)
+    r.add_argument("-c", "--config", type=Path, required=True)
+    r.add_argument("-o", "--output", type=Path, required=True, help="output folder for metrics.jsonl")
+    r.add_argument("--camera", help="camera of the config to use (default: the first)")
+    r.add_argument("--start-time", type=_parse_time,
+                   help="UTC instant of the video's first frame (default: windows.origin of the config)")
+    r.add_argument("--max-frames", type=int, help="stop after this many frames")
+    r.add_argument("--model-dir", type=Path, help="folder with the model file (overrides the config)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_cmd_replay)
+
+    m = sub.add_parser("models", help="list the model manifest or fetch a pinned model")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    msub.add_parser("list", help="models in the manifest and where they are looked for")
+    f = msub.add_parser("fetch", help="download a model's pinned URL and check its sha256")
+    f.add_argument("name")
+    f.add_argument("--dest", type=Path, help="folder to store it in (default: the cache)")
+    m.set_defaults(func=_cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+        return code
+    except EdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

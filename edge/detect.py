@@ -1,0 +1,205 @@
+"""Object detector on onnxruntime: letterbox, inference, decode, NMS, cross-class suppression.
+
+This is the only module that imports onnxruntime. Two output layouts are supported, chosen by the
+model manifest:
+
+- ``yolox``: raw grid output ``(1, N, 5 + C)`` = (x, y, w, h, objectness, class scores) per anchor point
+  over strides 8/16/32 (Ge et al. 2021, YOLOX); input BGR 0..255, letterboxed at the top-left, pad 114.
+- ``ultralytics``: ``(1, 4 + C, N)`` = (cx, cy, w, h, class scores), no objectness (YOLOv8/YOLO11);
+  input RGB scaled to 0..1, letterboxed in the centre, pad 114.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from edge.config import DetectorConfig
+from edge.errors import ModelError
+from edge.models import ModelEntry, load_manifest, read_verified
+from edge.types import ROAD_USER_CLASSES, Detections
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+#: Vehicle classes that one physical vehicle is often detected as at once (a pickup as car and truck).
+_CROSS_CLASS = np.array([ROAD_USER_CLASSES.index(c) for c in ("car", "bus", "truck")])
+_PAD_VALUE = 114
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a source frame maps into the model input: ``model = source * scale + offset``."""
+
+    scale: float
+    offset_x: int
+    offset_y: int
+
+
+def choose_providers(wanted: tuple[str, ...], available: list[str]) -> list[str]:
+    """Map config names to onnxruntime providers, keeping those installed; CPU always comes last."""
+    chosen = []
+    for name in wanted:
+        provider = _PROVIDERS[name]
+        if provider in available:
+            chosen.append(provider)
+        else:
+            log.warning("execution provider %s (%s) is not available here; skipping it", name, provider)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Pairwise IoU of boxes ``a (N,4)`` and ``b (M,4)`` in xyxy."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return (inter / np.maximum(union, 1e-9)).astype(np.float32)
+
+
+def suppress_cross_class(dets: Detections, iou_threshold: float) -> Detections:
+    """Among car/bus/truck boxes, drop a box overlapping a higher-scored box of another such class."""
+    is_vehicle = np.isin(dets.class_id, _CROSS_CLASS)
+    idx = np.flatnonzero(is_vehicle)
+    if len(idx) < 2:
+        return dets
+    order = idx[np.argsort(-dets.confidence[idx], kind="stable")]
+    iou = iou_matrix(dets.xyxy[order], dets.xyxy[order])
+    keep = np.ones(len(dets), bool)
+    for i in range(len(order)):
+        if not keep[order[i]]:
+            continue
+        later = np.arange(i + 1, len(order))
+        drop = later[iou[i, i + 1 :] > iou_threshold]
+        keep[order[drop]] = False
+    return dets[keep]
+
+
+class Detector:
+    """Runs one manifest model on frames and returns road-user ``Detections`` in source pixels."""
+
+    def __init__(self, config: DetectorConfig, entry: ModelEntry | None = None) -> None:
+        self.config = config
+        self.entry = entry or load_manifest().get(config.model)
+        if config.input_size_px is not None and not self.entry.dynamic_input:
+            if tuple(config.input_size_px) != tuple(self.entry.input_size_px):
+                raise ModelError(
+                    f"detector.input_size_px {config.input_size_px} is not possible with {self.entry.name}: its "
+                    f"input is fixed at {self.entry.input_size_px}; remove the setting or pick a dynamic model"
+                )
+        self.input_w, self.input_h = config.input_size_px or self.entry.input_size_px
+        self.model_path, model_bytes = read_verified(self.entry, config.model_dir)
+        self.model_sha256 = self.entry.sha256
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = config.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = choose_providers(config.execution_providers, ort.get_available_providers())
+        try:
+            self._session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"onnxruntime cannot load {self.model_path}: {exc}") from None
+        self.providers = self._session.get_providers()
+        self._input_name = self._session.get_inputs()[0].name
+
+        ids = self.entry.road_user_ids()
+        self._model_cls = np.array(sorted(ids), np.int64)
+        self._road_cls = np.array([ids[k] for k in sorted(ids)], np.int64)
+        self._grid, self._stride = _yolox_grid(self.input_w, self.input_h)
+        self._canvas = np.full((self.input_h, self.input_w, 3), _PAD_VALUE, np.uint8)
+
+    # ------------------------------------------------------------------------------------- preprocess
+    def letterbox(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
+        """Scale ``image`` to fit the model input keeping its aspect ratio, pad with 114, make a blob."""
+        h, w = image.shape[:2]
+        scale = min(self.input_w / w, self.input_h / h)
+        nw, nh = round(w * scale), round(h * scale)
+        if self.entry.layout == "yolox":
+            ox, oy = 0, 0
+        else:
+            ox, oy = (self.input_w - nw) // 2, (self.input_h - nh) // 2
+        canvas = self._canvas
+        canvas[...] = _PAD_VALUE
+        canvas[oy : oy + nh, ox : ox + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if self.entry.layout == "yolox":
+            blob = cv2.dnn.blobFromImage(canvas)  # BGR, 0..255, NCHW float32
+        else:
+            blob = cv2.dnn.blobFromImage(canvas, scalefactor=1 / 255.0, swapRB=True)
+        return blob, Letterbox(scale, ox, oy)
+
+    # ---------------------------------------------------------------------------------------- inference
+    def infer(self, blob: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out: npt.NDArray[np.float32] = self._session.run(None, {self._input_name: blob})[0]
+        return out
+
+    def decode(self, raw: npt.NDArray[np.float32], box: Letterbox) -> Detections:
+        """Turn raw model output into thresholded, NMS-filtered ``Detections`` in source pixels."""
+        cfg = self.config
+        if self.entry.layout == "yolox":
+            pred = raw[0]
+            cls_scores = pred[:, 5 + self._model_cls] * pred[:, 4:5]
+        else:
+            pred = raw[0].T
+            cls_scores = pred[:, 4 + self._model_cls]
+        best = np.argmax(cls_scores, axis=1)
+        score = cls_scores[np.arange(len(best)), best]
+        keep = np.flatnonzero(score >= cfg.score_threshold)
+        if len(keep) == 0:
+            return Detections.empty()
+        p = pred[keep]
+        if self.entry.layout == "yolox":
+            xy = (p[:, :2] + self._grid[keep]) * self._stride[keep, None]
+            wh = np.exp(p[:, 2:4]) * self._stride[keep, None]
+        else:
+            xy, wh = p[:, :2], p[:, 2:4]
+        xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+        xyxy[:, [0, 2]] = (xyxy[:, [0, 2]] - box.offset_x) / box.scale
+        xyxy[:, [1, 3]] = (xyxy[:, [1, 3]] - box.offset_y) / box.scale
+        score, cls = score[keep], self._road_cls[best[keep]]
+
+        xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        idx = cv2.dnn.NMSBoxesBatched(
+            xywh.tolist(), score.tolist(), cls.tolist(), cfg.score_threshold, cfg.nms_iou_threshold
+        )
+        idx = np.sort(np.asarray(idx, np.int64).reshape(-1))
+        dets = Detections(xyxy[idx].astype(np.float32), score[idx].astype(np.float32), cls[idx])
+        return suppress_cross_class(dets, cfg.cross_class_iou_threshold)
+
+    def __call__(self, image: npt.NDArray[np.uint8]) -> Detections:
+        blob, box = self.letterbox(image)
+        dets = self.decode(self.infer(blob), box)
+        h, w = image.shape[:2]
+        clipped = np.clip(dets.xyxy, 0, [w, h, w, h]).astype(np.float32)
+        return Detections(clipped, dets.confidence, dets.class_id)
+
+
+def _yolox_grid(width: int, height: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Anchor-point grid offsets (N,2) and strides (N,) of a YOLOX head for this input size."""
+    grids, strides = [], []
+    for s in (8, 16, 32):
+        gy, gx = np.meshgrid(np.arange(height // s), np.arange(width // s), indexing="ij")
+        grids.append(np.stack([gx.ravel(), gy.ravel()], axis=1))
+        strides.append(np.full(gx.size, s))
+    return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def model_file(config: DetectorConfig) -> Path:
+    """Path of the configured model after its sha256 check (for attestation and tools)."""
+    return read_verified(load_manifest().get(config.model), config.model_dir)[0]

@@ -1,0 +1,38 @@
+"""Shared fixtures. Data from ../shared is required under CI (CI=true) and skipped with a reason elsewhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edge.config import EdgeConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(rel: str) -> Path:
+    """Path under ../shared; fails under CI and skips elsewhere when the file is missing."""
+    path = SHARED / rel
+    if not path.exists():
+        msg = (f"missing {path}: the shared data set (footage, models) must sit beside the repository as "
+               "../shared; see ../shared/docs/DATA.md for where each file comes from")
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return shared_path("models")
+
+
+def repo_config(name: str, model_dir: Path) -> EdgeConfig:
+    """A config from config/ with the detector pointed at the shared models."""
+    config = load_config(REPO / "config" / name)
+    return config.model_copy(
+        update={"detector": config.detector.model_copy(update={"model_dir": model_dir})}
+    )

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.config import load_config, parse_config
+from edge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+MINIMAL = {"device_id": "cam-1", "cameras": [{"name": "north"}]}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert config.cameras
+
+
+def test_at_least_the_documented_configs_ship() -> None:
+    names = {p.name for p in (REPO / "config").glob("*.yaml")}
+    assert {"highway-overpass.yaml", "otc-intersection.yaml", "carpark.yaml"} <= names
+
+
+def test_unknown_key_is_refused_with_its_yaml_path() -> None:
+    data = {**MINIMAL, "cameras": [{"name": "north", "lines": [{"name": "L", "points_px": [[0, 0], [9, 0]],
+                                                                 "colour": "red"}]}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert "cameras[0].lines[0].colour" in str(exc.value)
+
+
+def test_every_error_is_listed() -> None:
+    data = {"device_id": "bad id!", "windows": {"window_s": 0}, "cameras": [{"name": "a"}, {"name": "a"}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    paths = [e.split(":")[0] for e in exc.value.errors]
+    assert "device_id" in paths
+    assert "windows.window_s" in paths
+    assert "cameras" in paths  # duplicate camera names
+
+
+def test_geometry_and_thresholds_are_checked() -> None:
+    bad_line = {**MINIMAL, "cameras": [{"name": "n", "lines": [{"name": "L", "points_px": [[5, 5], [5, 5]]}]}]}
+    with pytest.raises(ConfigError, match="at least 1 px apart"):
+        parse_config(bad_line)
+    bad_tracker = {**MINIMAL, "tracker": {"track_activation_threshold": 0.2, "low_score_threshold": 0.4}}
+    with pytest.raises(ConfigError, match="low_score_threshold"):
+        parse_config(bad_tracker)
+    bad_size = {**MINIMAL, "detector": {"input_size_px": [640, 380]}}
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        parse_config(bad_size)
+    naive_origin = {**MINIMAL, "windows": {"origin": "2024-01-01T00:00:00"}}
+    with pytest.raises(ConfigError, match="time zone"):
+        parse_config(naive_origin)
+
+
+def test_source_union_reports_the_right_branch() -> None:
+    data = {**MINIMAL, "cameras": [{"name": "n", "source": {"kind": "rtsp", "url": "no-scheme"}}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert any(e.startswith("cameras[0].source.url") for e in exc.value.errors)
+
+
+def test_validate_config_cli_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(MINIMAL))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**MINIMAL, "tracker": {"lost_track_buffer_frames": -1}, "extra": 1}))
+    ok = subprocess.run([sys.executable, "-m", "edge.cli", "validate-config", str(good)],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    fail = subprocess.run([sys.executable, "-m", "edge.cli", "validate-config", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert fail.returncode == 1
+    assert "tracker.lost_track_buffer_frames" in fail.stderr
+    assert "extra" in fail.stderr
+
+
+def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("device_id: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)

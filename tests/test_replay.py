@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge.config import EdgeConfig
+from edge.detect import Detector
+from edge.payloads import WindowMetrics
+from edge.replay import replay
+from edge.types import MOTOR_VEHICLE_CLASSES
+from tests.conftest import REPO, repo_config, shared_path
+
+
+@pytest.fixture(scope="module")
+def overpass_config(model_dir: Path) -> EdgeConfig:
+    return repo_config("highway-overpass.yaml", model_dir)
+
+
+def motor_vehicles(records: list[WindowMetrics], line: str) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for rec in records:
+        for direction, per_class in rec.counts[line].items():
+            out[direction] += sum(n for cls, n in per_class.items() if cls in MOTOR_VEHICLE_CLASSES)
+    return out
+
+
+def read_metrics(path: Path) -> list[WindowMetrics]:
+    return [WindowMetrics.model_validate_json(line) for line in path.read_text().splitlines()]
+
+
+def test_overpass_counts_match_the_hand_count(overpass_config: EdgeConfig, tmp_path: Path) -> None:
+    video = shared_path("footage/highway-overpass/video1.avi")
+    with shared_path("footage/highway-overpass/ground_truth_L2.csv").open() as f:
+        truth = Counter(row["direction"] for row in csv.DictReader(f))
+    summary = replay(video, overpass_config, Detector(overpass_config.detector), tmp_path,
+                     start_time=datetime(2024, 5, 1, 7, 0, 50, tzinfo=UTC))
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    got = motor_vehicles(records, "L2")
+    assert truth == Counter({"up": 31})
+    assert abs(sum(got.values()) - 31) <= 0.05 * 31, got
+    assert abs(got["up"] - truth["up"]) <= 0.10 * truth["up"], got
+    assert got["down"] == 0
+    # 33 s starting 10 s before a minute boundary: one full window, then a partial one
+    assert [r.window_start for r in records] == ["2024-05-01T07:00:00Z", "2024-05-01T07:01:00Z"]
+    assert [r.partial for r in records] == [False, True]
+    assert sum(r.health.frames for r in records) == summary.frames == 500
+
+
+def test_same_video_and_config_give_identical_metrics(overpass_config: EdgeConfig, tmp_path: Path) -> None:
+    video = shared_path("footage/highway-overpass/video1.avi")
+    detector = Detector(overpass_config.detector)
+    outputs = []
+    for run in ("a", "b"):
+        replay(video, overpass_config, detector, tmp_path / run, max_frames=250)
+        outputs.append((tmp_path / run / "metrics.jsonl").read_bytes())
+    assert outputs[0] == outputs[1]
+    assert b'"L2"' in outputs[0]
+
+
+def test_cli_replay_end_to_end(model_dir: Path, tmp_path: Path) -> None:
+    video = shared_path("footage/otc-intersection/Testvideo_Cars-Cyclist_FR20_2020-01-01_00-00-00.mp4")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "replay", str(video), "-c", str(REPO / "config" / "otc-intersection.yaml"),
+         "-o", str(tmp_path / "out"), "--model-dir", str(model_dir)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "x real time" in proc.stdout
+    for line in ("Sued", "West", "Nord", "Ost"):
+        assert line in proc.stdout
+    (rec,) = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert rec["window_start"] == "2020-01-01T00:00:00Z"
+    assert rec["partial"] is True
+    assert rec["health"]["frames"] == 60
+    assert set(rec) == {"schema_version", "msg_id", "device", "camera", "window_start", "window_s", "partial",
+                        "counts", "health"}
+    # the silver car C2 (hand-listed) drives out of the upper-left road across the Sued section
+    assert sum(rec["counts"]["Sued"]["down"].values()) >= 1
+
+
+def test_cli_reports_a_missing_video_clearly(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "replay", str(tmp_path / "none.mp4"), "-c",
+         str(REPO / "config" / "highway-overpass.yaml"), "-o", str(tmp_path / "o"),
+         "--model-dir", str(shared_path("models"))],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "none.mp4" in proc.stderr
+    assert "Traceback" not in proc.stderr

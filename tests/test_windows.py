@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from edge.analytics.lines import Crossing
+from edge.analytics.windows import WindowAggregator
+from edge.payloads import WindowMetrics
+
+ORIGIN = datetime(2024, 5, 1, 7, 0, tzinfo=UTC)
+T0 = ORIGIN.timestamp()
+
+
+def make() -> WindowAggregator:
+    return WindowAggregator("dev", "cam", 60, ORIGIN, [("L", ("up", "down"))])
+
+
+def test_windows_close_on_the_first_frame_of_the_next_window() -> None:
+    agg = make()
+    closed: list[WindowMetrics] = []
+    for i in range(0, 150 * 10):  # 150 s at 10 fps
+        t = T0 + i / 10
+        crossings = [Crossing("L", "up", 0, 1, t)] if i % 100 == 0 else []
+        closed += agg.add_frame(t, crossings)
+    assert [w.window_start for w in closed] == ["2024-05-01T07:00:00Z", "2024-05-01T07:01:00Z"]
+    assert [w.counts["L"]["up"]["car"] for w in closed] == [6, 6]
+    assert all(not w.partial for w in closed)
+    assert closed[0].health.frames == 600
+    assert abs(closed[0].health.fps - 10.0) < 1e-6
+    last = agg.flush()
+    assert last is not None
+    assert last.partial
+    assert last.window_start == "2024-05-01T07:02:00Z"
+    assert last.health.frames == 300
+    assert last.counts["L"]["up"]["car"] == 3
+    assert agg.flush() is None
+
+
+def test_windows_align_to_the_origin_not_the_first_frame() -> None:
+    agg = make()
+    agg.add_frame(T0 + 30.5, [])
+    (w,) = agg.add_frame(T0 + 61, [])
+    assert w.window_start == "2024-05-01T07:00:00Z"
+
+
+def test_records_carry_every_class_and_direction_and_no_per_object_data() -> None:
+    agg = make()
+    agg.add_frame(T0, [Crossing("L", "down", 5, 42, T0)])
+    rec = agg.flush()
+    assert rec is not None
+    assert set(rec.counts["L"]) == {"up", "down"}
+    assert set(rec.counts["L"]["down"]) == {"car", "bus", "truck", "motorcycle", "bicycle", "person"}
+    assert rec.counts["L"]["down"]["person"] == 1
+    text = rec.model_dump_json()
+    assert "42" not in text  # the tracker id never leaves
+    assert len(text.encode()) < 4096
+
+
+def test_msg_id_is_deterministic_and_unique_per_window() -> None:
+    a, b = make(), make()
+    ra = a.add_frame(T0, []) + a.add_frame(T0 + 60, []) + [a.flush()]
+    rb = b.add_frame(T0, []) + b.add_frame(T0 + 60, []) + [b.flush()]
+    ids_a = [r.msg_id for r in ra if r]
+    assert ids_a == [r.msg_id for r in rb if r]
+    assert len(set(ids_a)) == len(ids_a) == 2
