@@ -7,6 +7,7 @@ its name (``window_s``, ``lost_track_buffer_frames``, ``points_px``). Geometry i
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,7 +154,7 @@ class LineConfig(StrictModel):
     @field_validator("points_px")
     @classmethod
     def _distinct(cls, v: tuple[Point, ...]) -> tuple[Point, ...]:
-        for (x0, y0), (x1, y1) in zip(v, v[1:], strict=False):
+        for (x0, y0), (x1, y1) in itertools.pairwise(v):
             if math.hypot(x1 - x0, y1 - y0) < 1.0:
                 raise ValueError("consecutive points must be at least 1 px apart")
         if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in v):

@@ -69,7 +69,8 @@ def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.ND
     area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
     area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
-    return (inter / np.maximum(union, 1e-9)).astype(np.float32)
+    out: npt.NDArray[np.float32] = (inter / np.maximum(union, 1e-9)).astype(np.float32)
+    return out
 
 
 def suppress_cross_class(dets: Detections, iou_threshold: float) -> Detections:
@@ -96,12 +97,12 @@ class Detector:
     def __init__(self, config: DetectorConfig, entry: ModelEntry | None = None) -> None:
         self.config = config
         self.entry = entry or load_manifest().get(config.model)
-        if config.input_size_px is not None and not self.entry.dynamic_input:
-            if tuple(config.input_size_px) != tuple(self.entry.input_size_px):
-                raise ModelError(
-                    f"detector.input_size_px {config.input_size_px} is not possible with {self.entry.name}: its "
-                    f"input is fixed at {self.entry.input_size_px}; remove the setting or pick a dynamic model"
-                )
+        fixed = not self.entry.dynamic_input
+        if fixed and config.input_size_px is not None and config.input_size_px != self.entry.input_size_px:
+            raise ModelError(
+                f"detector.input_size_px {config.input_size_px} is not possible with {self.entry.name}: its "
+                f"input is fixed at {self.entry.input_size_px}; remove the setting or pick a dynamic model"
+            )
         self.input_w, self.input_h = config.input_size_px or self.entry.input_size_px
         self.model_path, model_bytes = read_verified(self.entry, config.model_dir)
         self.model_sha256 = self.entry.sha256
@@ -142,7 +143,7 @@ class Detector:
             blob = cv2.dnn.blobFromImage(canvas)  # BGR, 0..255, NCHW float32
         else:
             blob = cv2.dnn.blobFromImage(canvas, scalefactor=1 / 255.0, swapRB=True)
-        return blob, Letterbox(scale, ox, oy)
+        return np.asarray(blob, np.float32), Letterbox(scale, ox, oy)
 
     # ---------------------------------------------------------------------------------------- inference
     def infer(self, blob: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -175,10 +176,10 @@ class Detector:
         score, cls = score[keep], self._road_cls[best[keep]]
 
         xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-        idx = cv2.dnn.NMSBoxesBatched(
+        nms = cv2.dnn.NMSBoxesBatched(
             xywh.tolist(), score.tolist(), cls.tolist(), cfg.score_threshold, cfg.nms_iou_threshold
         )
-        idx = np.sort(np.asarray(idx, np.int64).reshape(-1))
+        idx = np.sort(np.asarray(nms, np.int64).reshape(-1))
         dets = Detections(xyxy[idx].astype(np.float32), score[idx].astype(np.float32), cls[idx])
         return suppress_cross_class(dets, cfg.cross_class_iou_threshold)
 

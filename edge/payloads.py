@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.types import ROAD_USER_CLASSES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 #: Namespace for deterministic message ids: the same window always gets the same msg_id, so a
 #: consumer can upsert and a duplicate delivery never double-counts.
 _MSG_NAMESPACE = uuid.UUID("6f1c1f0e-7a55-4d1e-9a3c-2b7f0a6e3c11")
 
 RoadUserClass = Literal["car", "bus", "truck", "motorcycle", "bicycle", "person"]
-if set(RoadUserClass.__args__) != set(ROAD_USER_CLASSES):  # the contract must follow the pipeline
+if set(get_args(RoadUserClass)) != set(ROAD_USER_CLASSES):  # the contract must follow the pipeline
     raise ImportError("RoadUserClass and ROAD_USER_CLASSES disagree")
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edge.analytics.lines import LineCounter, default_direction_names
@@ -16,7 +18,7 @@ def track_at(tid: int, x: float, y: float, cls: int = CAR, ended: tuple[int, ...
                   np.array([cls]), np.array([tid]), ended)
 
 
-def run_path(counter: LineCounter, ys: list[float], x: float = 50, tid: int = 1) -> list[str]:
+def run_path(counter: LineCounter, ys: Sequence[float], x: float = 50, tid: int = 1) -> list[str]:
     out = []
     for i, y in enumerate(ys):
         out += [c.direction for c in counter.update(track_at(tid, x, y), i / 10)]

@@ -70,7 +70,7 @@ def evaluate(detector: Detector, images: Path, gt: dict[str, npt.NDArray[np.floa
         if image is None:
             raise SystemExit(f"cannot read {images / name}")
         t0 = time.perf_counter()
-        dets = detector(image)
+        dets = detector(np.asarray(image, np.uint8))
         t += time.perf_counter() - t0
         keep = np.isin(dets.class_id, VEHICLE_IDS)
         tps.append(match(dets.xyxy[keep], dets.confidence[keep], boxes))
@@ -101,12 +101,14 @@ def main() -> None:
     gt = load_ground_truth(seq)
     model_dir = args.model_dir or args.shared / "models"
     print(f"NGSIM US-101 Sequence1: {len(gt)} frames, {sum(len(b) for b in gt.values())} vehicle boxes")
-    print(f"{'model':20} {'input':>8} {'P@0.1':>6} {'R@0.1':>6} {'P@0.3':>6} {'R@0.3':>6} {'P@0.5':>6} {'R@0.5':>6} {'AP50':>6} {'ms':>6}")
+    cols = ["P@0.1", "R@0.1", "P@0.3", "R@0.3", "P@0.5", "R@0.5", "AP50", "ms"]
+    print(f"{'model':20} {'input':>9} " + " ".join(f"{c:>6}" for c in cols))
     for name, size in RUNS:
         det = Detector(DetectorConfig(model=name, input_size_px=size, model_dir=model_dir, score_threshold=0.05))
         r = evaluate(det, seq / "images" / "test", gt)
-        print(f"{name:20} {det.input_w:>4}x{det.input_h:<4} {r['p@0.1']:6.3f} {r['r@0.1']:6.3f} {r['p@0.3']:6.3f} {r['r@0.3']:6.3f} "
-              f"{r['p@0.5']:6.3f} {r['r@0.5']:6.3f} {r['ap50']:6.3f} {r['ms_per_image']:6.1f}")
+        keys = ["p@0.1", "r@0.1", "p@0.3", "r@0.3", "p@0.5", "r@0.5", "ap50"]
+        values = " ".join(f"{r[k]:6.3f}" for k in keys) + f" {r['ms_per_image']:6.1f}"
+        print(f"{name:20} {det.input_w:>4}x{det.input_h:<4} {values}")
 
 
 if __name__ == "__main__":

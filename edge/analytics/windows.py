@@ -80,6 +80,6 @@ class WindowAggregator:
             window_start=start_iso,
             window_s=self.window_s,
             partial=partial,
-            counts=self._counts,  # type: ignore[arg-type]  # keys are ROAD_USER_CLASSES
+            counts=self._counts,
             health=WindowHealth(frames=self._frames, dropped_frames=self._dropped, fps=round(fps, 3)),
         )
