@@ -26,6 +26,11 @@ class StrictModel(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------- source
+def _check_backoff(min_s: float, max_s: float) -> None:
+    if min_s > max_s:
+        raise ValueError(f"reconnect_min_s ({min_s}) must not exceed reconnect_max_s ({max_s})")
+
+
 class FileSourceConfig(StrictModel):
     kind: Literal["file"] = "file"
     path: Path = Field(description="Video file (anything FFmpeg reads). Audio tracks are ignored.")
@@ -37,7 +42,12 @@ class RtspSourceConfig(StrictModel):
     open_timeout_s: float = Field(5.0, gt=0, le=60, description="Give up opening the stream after this.")
     read_timeout_s: float = Field(5.0, gt=0, le=60, description="A read that blocks longer is a stall.")
     reconnect_min_s: float = Field(1.0, gt=0, description="First back-off delay before reopening.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Back-off cap; jitter is added on top.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Back-off cap; each delay is drawn uniformly below it.")
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> RtspSourceConfig:
+        _check_backoff(self.reconnect_min_s, self.reconnect_max_s)
+        return self
 
     @field_validator("url")
     @classmethod
@@ -53,7 +63,12 @@ class UsbSourceConfig(StrictModel):
     open_timeout_s: float = Field(5.0, gt=0, le=60, description="Give up opening the device after this.")
     read_timeout_s: float = Field(5.0, gt=0, le=60, description="A read that blocks longer is a stall.")
     reconnect_min_s: float = Field(1.0, gt=0, description="First back-off delay before reopening.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Back-off cap; jitter is added on top.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Back-off cap; each delay is drawn uniformly below it.")
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> UsbSourceConfig:
+        _check_backoff(self.reconnect_min_s, self.reconnect_max_s)
+        return self
 
 
 SourceConfig = Annotated[
@@ -183,6 +198,198 @@ class CountingConfig(StrictModel):
     )
 
 
+# ------------------------------------------------------------------------------------------ ground plane
+UTM_ZONE = r"^(0?[1-9]|[1-5][0-9]|60)[NS]$"
+
+
+def _finite_points(points: tuple[Point, ...]) -> None:
+    if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in points):
+        raise ValueError("points must be finite numbers")
+
+
+class ReferencePointConfig(StrictModel):
+    image_px: Point = Field(description="Where the point is in the source frame, pixels [x, y] (x right, y down).")
+    ground_m: Point = Field(
+        description="The same point on the ground, metres [x, y]: a local frame (e.g. x east, y north, from a "
+        "site plan or a tape) or UTM [easting, northing] when `utm_zone` is set.",
+    )
+
+
+class CalibrationConfig(StrictModel):
+    """Image-to-ground homography from surveyed reference points (see ``edge.geometry``)."""
+
+    points: tuple[ReferencePointConfig, ...] = Field(
+        min_length=4, max_length=100,
+        description="At least 4 reference points on the road surface, spread over the area to be measured, no "
+        "3 of them on one line (use 5 or more: with exactly 4 the fit is exact and its error cannot be checked).",
+    )
+    utm_zone: str | None = Field(
+        None, pattern=UTM_ZONE,
+        description="UTM zone of `ground_m`, e.g. 32N. Ground coordinates are then UTM easting/northing in "
+        "metres; they are shifted to a local frame by `origin_m` so that float precision is kept.",
+    )
+    origin_m: Point | None = Field(
+        None,
+        description="Ground point subtracted from every ground coordinate (the local frame's origin, in the "
+        "ground_m frame). Default: the centroid of the reference points.",
+    )
+    method: Literal["least_squares", "ransac"] = Field(
+        "least_squares",
+        description="least_squares uses every point (surveyed points); ransac drops points whose error exceeds "
+        "ransac_threshold_m (points clicked by hand where one may be wrong; needs 5 or more points).",
+    )
+    ransac_threshold_m: float = Field(
+        0.5, gt=0, le=10, description="With method ransac: a point farther than this from its fit is an outlier."
+    )
+    max_reprojection_error_m: float = Field(
+        1.0, gt=0, le=100,
+        description="Refuse the calibration when a reference point (inlier) maps farther than this from its "
+        "surveyed ground position: a mistyped coordinate or a swapped pair shows up here.",
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _distinct_points(cls, v: tuple[ReferencePointConfig, ...]) -> tuple[ReferencePointConfig, ...]:
+        _finite_points(tuple(p.image_px for p in v))
+        _finite_points(tuple(p.ground_m for p in v))
+        for (i, a), (j, b) in itertools.combinations(enumerate(v), 2):
+            if math.dist(a.image_px, b.image_px) < 1.0:
+                raise ValueError(f"points {i} and {j} have the same image position (closer than 1 px); "
+                                 "remove the duplicate")
+            if math.dist(a.ground_m, b.ground_m) < 0.01:
+                raise ValueError(f"points {i} and {j} have the same ground position (closer than 1 cm); "
+                                 "remove the duplicate")
+        return v
+
+    @model_validator(mode="after")
+    def _utm_range(self) -> CalibrationConfig:
+        if self.utm_zone is not None:
+            for i, p in enumerate(self.points):
+                easting, northing = p.ground_m
+                if not (0.0 < easting < 1_000_000.0 and 0.0 <= northing <= 10_000_000.0):
+                    raise ValueError(f"points[{i}].ground_m {p.ground_m} is not a UTM easting/northing in metres "
+                                     "(easting 0-1,000,000, northing 0-10,000,000); give [easting, northing]")
+        if self.method == "ransac" and len(self.points) < 5:
+            raise ValueError("method ransac needs at least 5 points (with 4 every point fits exactly)")
+        return self
+
+
+class KinematicsConfig(StrictModel):
+    """Per-track ground-plane filter: position, velocity, heading and speed (see ``edge.analytics.kinematics``)."""
+
+    measurement_noise_px: float = Field(
+        2.0, gt=0, le=100,
+        description="Standard deviation of a box bottom-centre's jitter, pixels. Mapped to metres through the "
+        "calibration at each point, so far road users are smoothed more. Raising it smooths speeds more but "
+        "follows braking and turns later.",
+    )
+    acceleration_noise_mps2: float = Field(
+        2.0, gt=0, le=50,
+        description="Standard deviation of the acceleration the constant-velocity model does not predict, m/s^2. "
+        "Raising it follows braking and turns faster but passes more jitter into speeds.",
+    )
+    velocity_settle_s: float = Field(
+        0.5, ge=0, le=10,
+        description="A track's speed and heading count as valid once it has been observed this long (and at "
+        "least 3 times); before that its velocity is mostly the filter's initial guess.",
+    )
+    stationary_enter_speed_mps: float = Field(
+        0.5, gt=0, le=10, description="A moving track becomes stationary when its speed falls below this."
+    )
+    stationary_exit_speed_mps: float = Field(
+        1.0, gt=0, le=20,
+        description="A stationary track moves again when its speed rises above this (hysteresis: jitter at a "
+        "standstill never flips the state).",
+    )
+    history_samples: int = Field(
+        100, ge=0, le=10_000,
+        description="Ground positions kept per live track (a fixed-size ring, e.g. 100 = 5 s at 20 fps) for "
+        "post-encroachment time; 0 keeps none.",
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> KinematicsConfig:
+        if self.stationary_exit_speed_mps <= self.stationary_enter_speed_mps:
+            raise ValueError("stationary_exit_speed_mps must exceed stationary_enter_speed_mps (hysteresis)")
+        return self
+
+
+class SpeedConfig(StrictModel):
+    speed_limit_kmh: float = Field(
+        50.0, gt=0, le=300,
+        description="Posted speed limit, km/h; each window reports how many measured crossings exceeded it.",
+    )
+
+
+ZONE_NAME = r"^[A-Za-z0-9_.]{1,32}$"
+
+
+def _segments_cross(p: Point, q: Point, a: Point, b: Point) -> bool:
+    """True when segments p-q and a-b cross properly (not at shared end points)."""
+
+    def orient(o: Point, s: Point, t: Point) -> float:
+        return (s[0] - o[0]) * (t[1] - o[1]) - (s[1] - o[1]) * (t[0] - o[0])
+
+    d1, d2 = orient(a, b, p), orient(a, b, q)
+    d3, d4 = orient(p, q, a), orient(p, q, b)
+    return d1 * d2 < 0 and d3 * d4 < 0
+
+
+class ZoneConfig(StrictModel):
+    name: str = Field(
+        pattern=ZONE_NAME,
+        description="Approach name used in movement names (e.g. Nord -> movement Nord->Ost).",
+    )
+    points_px: tuple[Point, ...] = Field(
+        min_length=3, max_length=64,
+        description="Polygon vertices in source-frame pixels [[x, y], ...], covering the approach's lanes in "
+        "both directions where road users enter and leave the view.",
+    )
+
+    @field_validator("points_px")
+    @classmethod
+    def _simple_polygon(cls, v: tuple[Point, ...]) -> tuple[Point, ...]:
+        _finite_points(v)
+        area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(v, v[1:] + v[:1], strict=True))
+        if abs(area2) / 2 < 1.0:
+            raise ValueError("the polygon has no area (fewer than 3 distinct points, or all on one line)")
+        edges = list(zip(v, v[1:] + v[:1], strict=True))
+        for i, j in itertools.combinations(range(len(edges)), 2):
+            if j - i > 1 and not (i == 0 and j == len(edges) - 1) and _segments_cross(*edges[i], *edges[j]):
+                raise ValueError(f"the polygon's edges {i} and {j} cross; list the vertices in order around it")
+        return v
+
+
+class MovementConfig(StrictModel):
+    """Turning movements: a track entering through one zone and leaving through another."""
+
+    zones: tuple[ZoneConfig, ...] = Field(
+        min_length=2, max_length=16,
+        description="One polygon per approach. Where zones overlap, the first listed wins.",
+    )
+    exit_dwell_s: float = Field(
+        0.5, ge=0, le=30,
+        description="A movement is counted once a track has been this long in a zone other than its entry zone "
+        "(or when it ends after reaching one); a track clipping a corner of another zone is not an exit.",
+    )
+    handover_radius_px: float = Field(
+        40.0, ge=0, le=1000,
+        description="A track first seen outside every zone (an id switch, an occlusion) takes the entry zone of "
+        "a track lost within handover_max_gap_s whose predicted position is this close; 0 disables it.",
+    )
+    handover_max_gap_s: float = Field(
+        1.0, gt=0, le=30, description="Longest time between losing a track and handing its entry zone over."
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, v: tuple[ZoneConfig, ...]) -> tuple[ZoneConfig, ...]:
+        names = [z.name for z in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"zone names must be unique, got {names}")
+        return v
+
+
 # -------------------------------------------------------------------------------------------- cameras
 class CameraConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Camera id used in topics and metrics.")
@@ -262,7 +469,13 @@ def parse_config(data: Any, origin: str = "config") -> EdgeConfig:
     try:
         return EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        errors = [f"{_yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        found = exc.errors()
+        # pydantic also reports a too-short tuple when its only items failed; the item errors say it all
+        errors = [
+            f"{_yaml_path(e['loc'])}: {e['msg']}"
+            for e in found
+            if not (e["type"] == "too_short" and any(o["loc"][: len(e["loc"])] == e["loc"] != o["loc"] for o in found))
+        ]
         raise ConfigError(f"{origin}: {len(errors)} error(s)", errors) from None
 
 

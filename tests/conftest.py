@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -13,15 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def missing(msg: str) -> NoReturn:
+    """A missing test asset or tool fails under CI (CI=true) and skips elsewhere, saying how to get it."""
+    if os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def shared_path(rel: str) -> Path:
     """Path under ../shared; fails under CI and skips elsewhere when the file is missing."""
     path = SHARED / rel
     if not path.exists():
-        msg = (f"missing {path}: the shared data set (footage, models) must sit beside the repository as "
-               "../shared; see ../shared/docs/DATA.md for where each file comes from")
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"missing {path}: the shared data set (footage, models) must sit beside the repository as "
+                "../shared; see ../shared/docs/DATA.md for where each file comes from")
     return path
 
 

@@ -87,3 +87,12 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
     broken.write_text("device_id: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+def test_backoff_bounds_must_be_ordered() -> None:
+    data = {**MINIMAL, "cameras": [{"name": "n", "source": {"kind": "usb", "reconnect_min_s": 50}}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert exc.value.errors == [
+        "cameras[0].source: Value error, reconnect_min_s (50.0) must not exceed reconnect_max_s (30.0)"
+    ]
