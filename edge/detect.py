@@ -35,6 +35,8 @@ _PROVIDERS = {
 }
 #: Vehicle classes that one physical vehicle is often detected as at once (a pickup as car and truck).
 _CROSS_CLASS = np.array([ROAD_USER_CLASSES.index(c) for c in ("car", "bus", "truck")])
+_TWO_WHEELERS = np.array([ROAD_USER_CLASSES.index(c) for c in ("bicycle", "motorcycle")])
+_PERSON = ROAD_USER_CLASSES.index("person")
 _PAD_VALUE = 114
 
 
@@ -88,6 +90,24 @@ def suppress_cross_class(dets: Detections, iou_threshold: float) -> Detections:
         later = np.arange(i + 1, len(order))
         drop = later[iou[i, i + 1 :] > iou_threshold]
         keep[order[drop]] = False
+    return dets[keep]
+
+
+def merge_riders(dets: Detections, overlap: float) -> Detections:
+    """Drop a person box that lies mostly on a bicycle or motorcycle box: that person is its rider, and
+    the two-wheeler alone is the road user (a cyclist must not count as a cyclist and a pedestrian)."""
+    persons = np.flatnonzero(dets.class_id == _PERSON)
+    wheels = np.flatnonzero(np.isin(dets.class_id, _TWO_WHEELERS))
+    if len(persons) == 0 or len(wheels) == 0:
+        return dets
+    p, w = dets.xyxy[persons], dets.xyxy[wheels]
+    lt = np.maximum(p[:, None, :2], w[None, :, :2])
+    rb = np.minimum(p[:, None, 2:], w[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    person_area = np.maximum(np.prod(p[:, 2:] - p[:, :2], axis=1), 1e-9)
+    riders = persons[(inter / person_area[:, None]).max(axis=1) >= overlap]
+    keep = np.ones(len(dets), bool)
+    keep[riders] = False
     return dets[keep]
 
 
@@ -181,7 +201,8 @@ class Detector:
         )
         idx = np.sort(np.asarray(nms, np.int64).reshape(-1))
         dets = Detections(xyxy[idx].astype(np.float32), score[idx].astype(np.float32), cls[idx])
-        return suppress_cross_class(dets, cfg.cross_class_iou_threshold)
+        dets = suppress_cross_class(dets, cfg.cross_class_iou_threshold)
+        return merge_riders(dets, cfg.rider_overlap_threshold)
 
     def __call__(self, image: npt.NDArray[np.uint8]) -> Detections:
         blob, box = self.letterbox(image)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.config import DetectorConfig
-from edge.detect import Detector, choose_providers, suppress_cross_class
+from edge.detect import Detector, choose_providers, merge_riders, suppress_cross_class
 from edge.errors import ModelError
 from edge.models import load_manifest
 from edge.types import ROAD_USER_CLASSES, Detections
@@ -93,3 +93,15 @@ def test_unavailable_providers_fall_back_to_cpu() -> None:
     assert choose_providers(("cuda", "cpu"), ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert choose_providers(("cuda",), ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_riders_merge_into_their_two_wheeler() -> None:
+    bicycle = ROAD_USER_CLASSES.index("bicycle")
+    dets = Detections.from_lists(
+        [[100, 100, 140, 200], [98, 140, 142, 210], [300, 100, 340, 200]],  # rider on a bike, a pedestrian
+        [0.8, 0.7, 0.9],
+        [PERSON, bicycle, PERSON],
+    )
+    out = merge_riders(dets, 0.5)
+    assert out.class_id.tolist() == [bicycle, PERSON]
+    assert out.xyxy[1].tolist() == [300, 100, 340, 200]

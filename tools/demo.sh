@@ -6,8 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required" >&2; exit 1; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e . >/dev/null
+pip_install() {  # quiet unless it fails
+  .venv/bin/python -m pip install -q "$@" >.venv/pip.log 2>&1 || { cat .venv/pip.log >&2; exit 1; }
+}
+pip_install --upgrade pip
+pip_install -e .
 
 if [ -f ../shared/models/yolox_nano_coco_416.onnx ]; then
   export EDGE_MODEL_DIR="${EDGE_MODEL_DIR:-$(cd ../shared/models && pwd)}"

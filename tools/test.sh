@@ -16,8 +16,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]' >/dev/null
+pip_install() {  # quiet unless it fails
+  .venv/bin/python -m pip install -q "$@" >.venv/pip.log 2>&1 || { cat .venv/pip.log >&2; exit 1; }
+}
+pip_install --upgrade pip
+pip_install -e '.[dev]'
 export EDGE_MODEL_DIR="${EDGE_MODEL_DIR:-$PWD/../shared/models}"
 
 .venv/bin/ruff check .
