@@ -1,14 +1,20 @@
 """Video sources: recorded files and live cameras, as iterators of ``Frame``.
 
-This is the only module of the package that talks to the video library (OpenCV ``VideoCapture`` with
-the FFmpeg backend; V4L2 for USB cameras). Only the video stream is ever opened: audio stays disabled
-(``CAP_PROP_AUDIO_STREAM`` is left at its default of -1 and no audio parameters are passed).
+This is the only module of the package that talks to the video library: PyAV (FFmpeg's libavformat and
+libavcodec). Only the video stream is ever read: every other stream (audio, data, subtitles) is set to
+``discard = "all"`` so the demuxer drops its packets, and no decoder is ever opened for it (privacy
+invariant P1).
+
+Each source can hand the *encoded* video packets to a tap (``on_packet``) before decoding them: the
+pre-event buffer keeps those compressed packets in RAM, so a clip costs nothing until an event needs it.
 
 ``FileSource`` replays a file deterministically: frame ``i`` has media time ``t_s = i / fps`` and no wall
 clock. ``LiveSource`` reads an RTSP (or other FFmpeg network) URL or a USB device in a background thread
-that keeps only the newest frame, detects stalls by frame age, and reopens the capture with capped
+that keeps only the newest frame, detects stalls by frame age, and reopens the stream with capped
 exponential backoff and full jitter forever, until ``close()``. Live frames carry ``t_s =
-time.monotonic()`` and ``wall_time_s = time.time()`` at capture.
+time.monotonic()`` and ``wall_time_s = time.time()`` at capture. Open and read timeouts are passed to
+FFmpeg's interrupt callback (``av.open(..., timeout=(open_s, read_s))``); FFmpeg's own default would
+block for a long time on a silent peer.
 """
 
 from __future__ import annotations
@@ -18,25 +24,30 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from enum import Enum
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
-import cv2
+import av
+import av.container
+import av.stream
+import av.video.stream
 import numpy as np
 import numpy.typing as npt
 
 from edge.config import FileSourceConfig, RtspSourceConfig, UsbSourceConfig
 from edge.errors import SourceError
-from edge.types import Frame
+from edge.types import EncodedPacket, Frame, StreamInfo
 
 __all__ = [
     "FileSource",
     "FrameSource",
     "LiveSource",
+    "PacketTap",
     "SourceState",
     "backoff_delay_s",
     "open_source",
@@ -44,15 +55,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Frame rate assumed when a file's container reports none (0 or NaN).
+#: Frame rate assumed when a file's container reports none.
 FALLBACK_FPS: Final = 25.0
-#: FOURCCs (first four letters of FFmpeg's codec name) of FFmpeg's "tty" family, which renders any
-#: .txt/.nfo/.ans text file as ANSI-art frames. A text file is never camera footage: refuse it.
-_TEXT_AS_VIDEO_FOURCCS: Final = frozenset({"ansi", "bint", "xbin"})
+#: Codecs of FFmpeg's "tty" family, which render any .txt/.nfo/.ans text file as ANSI-art frames. A text
+#: file is never camera footage: refuse it.
+_TEXT_AS_VIDEO_CODECS: Final = frozenset({"ansi", "bintext", "xbin", "idf"})
 #: ``LiveSource.__iter__`` wakes up this often to notice ``close()`` while no frame arrives.
 _ITER_POLL_S: Final = 0.5
-#: Extra time ``close()`` waits for the reader thread beyond the longest blocking OpenCV call.
+#: Extra time ``close()`` waits for the reader thread beyond the longest blocking FFmpeg call.
 _JOIN_GRACE_S: Final = 1.0
+#: Options for network streams: RTSP over TCP (no UDP loss), regenerated timestamps, drop corrupt packets.
+_NETWORK_OPTIONS: Final = {"rtsp_transport": "tcp", "fflags": "+genpts+discardcorrupt"}
+
+#: Receives every encoded video packet, in decode order, before it is decoded.
+PacketTap = Callable[[EncodedPacket], None]
 
 
 class FrameSource(Protocol):
@@ -63,17 +79,41 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
-def _to_bgr(image: object) -> npt.NDArray[np.uint8]:
-    """OpenCV's ``MatLike`` as a plain uint8 array (no copy when it already is one)."""
-    return np.asarray(image, dtype=np.uint8)
+def _video_only(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The first video stream, with every other stream discarded by the demuxer (never decoded)."""
+    if not container.streams.video:
+        raise SourceError("no video stream")
+    video = container.streams.video[0]
+    for stream in container.streams:
+        if stream.index != video.index:
+            stream.discard = av.stream.Discard.all
+    video.thread_type = "AUTO"  # frame + slice threads: FFmpeg decodes on every core
+    return video
 
 
-def _fourcc(cap: cv2.VideoCapture) -> str:
-    """The capture's codec as four characters (OpenCV packs them little-endian into a float)."""
-    value = cap.get(cv2.CAP_PROP_FOURCC)
-    if not math.isfinite(value) or not 0 <= value < 2**32:
-        return ""
-    return int(value).to_bytes(4, "little", signed=False).decode("latin-1")
+def _stream_info(video: av.video.stream.VideoStream, fps: float) -> StreamInfo:
+    ctx = video.codec_context
+    tb = video.time_base or Fraction(1, 90_000)
+    return StreamInfo(
+        codec=ctx.name, extradata=bytes(ctx.extradata or b""), width=ctx.width, height=ctx.height,
+        time_base_num=tb.numerator, time_base_den=tb.denominator, fps=fps,
+    )
+
+
+def _packet(packet: av.Packet) -> EncodedPacket | None:  # type: ignore[type-arg]
+    """A copy of a demuxed packet for the tap; None for the empty flush packet at the end."""
+    if packet.size == 0 or packet.dts is None:
+        return None
+    return EncodedPacket(data=bytes(packet), pts=packet.pts, dts=packet.dts, keyframe=packet.is_keyframe)
+
+
+def _reason(exc: BaseException) -> str:
+    """An FFmpeg error without the URL it names (which may carry a password)."""
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _bgr(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+    return np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ file
@@ -81,63 +121,81 @@ class FileSource:
     """A recorded video file, decoded frame by frame until the end of the file.
 
     Iteration is single pass: a second ``for`` loop continues where the first one stopped. Frames are
-    BGR uint8 ``HxWx3``; ``Frame.t_s = index / fps`` (media time, deterministic) and
-    ``Frame.wall_time_s is None``.
+    BGR uint8 ``HxWx3``; ``Frame.t_s = index / fps`` (media time, deterministic), ``Frame.pts`` the
+    stream timestamp, and ``Frame.wall_time_s is None``. ``on_packet`` receives each encoded packet.
 
     Raises ``SourceError`` at construction when the file is missing, cannot be opened, or has no
     decodable video frame.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_packet: PacketTap | None = None) -> None:
         self._path = Path(path)
+        self._on_packet = on_packet
         if not self._path.is_file():
             what = "is not a file" if self._path.exists() else "does not exist"
             raise SourceError(
                 f"video file {self._path} {what}; check the path (relative paths are resolved from "
                 f"the current directory {Path.cwd()})"
             )
-        cap = cv2.VideoCapture(str(self._path), cv2.CAP_FFMPEG)
-        if not cap.isOpened():
-            cap.release()
+        try:
+            container = av.open(str(self._path), mode="r")
+        except (av.FFmpegError, OSError) as exc:
             raise SourceError(
-                f"cannot open {self._path} as a video: FFmpeg does not recognise its format; check that "
-                f"it is a video file (`ffprobe {self._path}` should list a video stream)"
-            )
-        fourcc = _fourcc(cap)
-        if fourcc in _TEXT_AS_VIDEO_FOURCCS:
-            cap.release()
+                f"cannot open {self._path} as a video ({exc}); check that it is a video file "
+                f"(`ffprobe {self._path}` should list a video stream)"
+            ) from None
+        try:
+            video = _video_only(container)
+        except SourceError:
+            container.close()
             raise SourceError(
-                f"{self._path} is a text file (FFmpeg would render it as {fourcc!r} text art), not a "
+                f"{self._path} has no video stream; check it with `ffprobe {self._path}`"
+            ) from None
+        codec = video.codec_context.name
+        if codec in _TEXT_AS_VIDEO_CODECS:
+            container.close()
+            raise SourceError(
+                f"{self._path} is a text file (FFmpeg would render it as {codec!r} text art), not a "
                 f"video; check the path (`ffprobe {self._path}` shows its format)"
             )
-        ok, first = cap.read()
-        if not ok or first is None:
-            cap.release()
-            raise SourceError(
-                f"{self._path} has no decodable video frame (no video stream, an unsupported codec, or a "
-                f"truncated file); check it with `ffprobe {self._path}` or re-encode it to H.264"
-            )
-        self._cap: cv2.VideoCapture | None = cap
-        self._pending: npt.NDArray[np.uint8] | None = _to_bgr(first)
-        self._next_index = 0
-        self._audio_stream_index = int(cap.get(cv2.CAP_PROP_AUDIO_STREAM))
-        height, width = self._pending.shape[:2]
-        self._size = (int(width), int(height))
-
-        fps = cap.get(cv2.CAP_PROP_FPS)
+        rate = video.average_rate or video.guessed_rate
+        fps = float(rate) if rate else 0.0
         if not math.isfinite(fps) or fps <= 0:
-            logger.warning(
-                "%s reports no frame rate (%r); assuming %.1f fps for media time", self._path, fps,
-                FALLBACK_FPS,
-            )
+            logger.warning("%s reports no frame rate; assuming %.1f fps for media time", self._path, FALLBACK_FPS)
             fps = FALLBACK_FPS
-        self._fps = float(fps)
-        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
-        logger.info(
-            "opened %s: %s %dx%d, %.3f fps, %s frames", self._path, fourcc.strip("\x00") or "?", width,
-            height, self._fps, self._frame_count if self._frame_count is not None else "unknown",
-        )
+        self._fps = fps
+        self._frame_count = int(video.frames) if video.frames and video.frames > 0 else None
+        self._container: av.container.InputContainer | None = container
+        self._video = video
+        self._next_index = 0
+        self._frames = self._decode()
+        try:
+            first = next(self._frames, None)
+        except av.FFmpegError:
+            first = None
+        if first is None:
+            self.close()
+            raise SourceError(
+                f"{self._path} has no decodable video frame (an unsupported codec or a truncated file); "
+                f"check it with `ffprobe {self._path}` or re-encode it to H.264"
+            )
+        self._pending: Frame | None = first
+        self._size = (first.image.shape[1], first.image.shape[0])
+        self.info = _stream_info(video, fps)
+        logger.info("opened %s: %s %dx%d, %.3f fps, %s frames", self._path, codec, *self._size, fps,
+                    self._frame_count if self._frame_count is not None else "unknown")
+
+    def _decode(self) -> Generator[Frame, None, None]:
+        container = self._container
+        if container is None:
+            return
+        for packet in container.demux(self._video):
+            if self._on_packet is not None and (encoded := _packet(packet)) is not None:
+                self._on_packet(encoded)
+            for frame in packet.decode():
+                index = self._next_index
+                self._next_index += 1
+                yield Frame(_bgr(frame), index, t_s=index / self._fps, pts=frame.pts)
 
     @property
     def path(self) -> Path:
@@ -159,29 +217,28 @@ class FileSource:
         return self._size
 
     @property
-    def audio_stream_index(self) -> int:
-        """``CAP_PROP_AUDIO_STREAM`` of the capture: -1 means audio is not opened (always the case here)."""
-        return self._audio_stream_index
+    def opened_stream_types(self) -> tuple[str, ...]:
+        """Types of the streams that have an open decoder: only ``("video",)`` once decoding started."""
+        if self._container is None:
+            return ()
+        return tuple(s.type for s in self._container.streams if s.codec_context.is_open)
 
     def __iter__(self) -> Iterator[Frame]:
-        while self._cap is not None:
-            if self._pending is not None:
-                image, self._pending = self._pending, None
-            else:
-                ok, raw = self._cap.read()
-                if not ok or raw is None:
-                    logger.info("end of %s after %d frames", self._path, self._next_index)
-                    return
-                image = _to_bgr(raw)
-            index = self._next_index
-            self._next_index += 1
-            yield Frame(image=image, index=index, t_s=index / self._fps, wall_time_s=None)
+        if self._pending is not None:
+            first, self._pending = self._pending, None
+            yield first
+        try:
+            yield from self._frames
+        except av.FFmpegError as exc:
+            logger.warning("decoding %s stopped at frame %d: %s", self._path, self._next_index, exc)
+        logger.info("end of %s after %d frames", self._path, self._next_index)
 
     def close(self) -> None:
-        """Release the capture; idempotent. Iteration stops afterwards."""
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        """Close the file; idempotent. Iteration stops afterwards."""
+        if self._container is not None:
+            self._frames.close()
+            self._container.close()
+            self._container = None
             self._pending = None
 
     def __enter__(self) -> Self:
@@ -241,11 +298,11 @@ class LiveSource:
     drops) and keeps increasing across reconnects.
 
     A read failure (``ok=False``) or a stall (no new frame for ``read_timeout_s``, judged by frame age
-    because OpenCV returns a few decoder-buffered frames with ``ok=True`` after the read timeout) releases
+    because FFmpeg returns a few decoder-buffered frames with ``ok=True`` after the read timeout) releases
     the capture, which is never reused, and reopens a new one after ``backoff_delay_s``. It retries
     forever and never raises for a camera fault; watch ``state``, ``last_frame_age_s`` and the counters.
 
-    The open and read timeouts are passed to OpenCV as open-time parameters: ``cap.set()`` after opening
+    The open and read timeouts are passed to FFmpeg as open-time parameters: ``cap.set()`` after opening
     has no effect on FFmpeg's interrupt callback, whose default is 30 s. The V4L2 backend may ignore them
     (it has its own select timeout); the frame-age check still applies when its read returns.
     """
@@ -259,6 +316,7 @@ class LiveSource:
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 30.0,
         rng: random.Random | None = None,
+        on_packet: PacketTap | None = None,
     ) -> None:
         for name, value in (
             ("open_timeout_s", open_timeout_s),
@@ -282,6 +340,8 @@ class LiveSource:
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._rng = rng if rng is not None else random.Random()
+        self._on_packet = on_packet
+        self.info: StreamInfo | None = None
 
         self._stop = threading.Event()
         self._cond = threading.Condition()  # guards every field below
@@ -301,7 +361,8 @@ class LiveSource:
         self._thread.start()
 
     @classmethod
-    def from_config(cls, cfg: RtspSourceConfig | UsbSourceConfig, rng: random.Random | None = None) -> Self:
+    def from_config(cls, cfg: RtspSourceConfig | UsbSourceConfig, rng: random.Random | None = None,
+                    on_packet: PacketTap | None = None) -> Self:
         target: str | int = cfg.url if isinstance(cfg, RtspSourceConfig) else cfg.device_index
         return cls(
             target,
@@ -310,6 +371,7 @@ class LiveSource:
             reconnect_min_s=cfg.reconnect_min_s,
             reconnect_max_s=cfg.reconnect_max_s,
             rng=rng,
+            on_packet=on_packet,
         )
 
     # ---------------------------------------------------------------------------------- public state
@@ -392,7 +454,7 @@ class LiveSource:
     def close(self) -> None:
         """Stop the reader thread and release the capture; idempotent.
 
-        Waits at most the longest blocking OpenCV call (open or read timeout) plus a grace period; a
+        Waits at most the longest blocking FFmpeg call (open or read timeout) plus a grace period; a
         thread still blocked after that is a daemon that releases its capture when the call returns.
         """
         with self._cond:
@@ -406,7 +468,7 @@ class LiveSource:
         self._thread.join(timeout=join_s)
         if self._thread.is_alive():
             logger.warning(
-                "camera %s: reader still blocked in OpenCV after %.1f s; it will release the capture "
+                "camera %s: reader still blocked in FFmpeg after %.1f s; it will release the capture "
                 "when the call returns", self._label, join_s,
             )
         logger.info("camera %s: closed", self._label)
@@ -429,33 +491,37 @@ class LiveSource:
         level = logging.WARNING if new is SourceState.RECONNECTING else logging.INFO
         logger.log(level, "camera %s: %s -> %s (%s)", self._label, old.value, new.value, why)
 
-    def _open(self) -> cv2.VideoCapture | None:
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, round(self._open_timeout_s * 1000)),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, round(self._read_timeout_s * 1000)),
-        ]
+    def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream] | None:
         started = time.monotonic()
-        if isinstance(self._target, int):
-            cap = cv2.VideoCapture(self._target, cv2.CAP_V4L2, params)
-        else:
-            cap = cv2.VideoCapture(self._target, cv2.CAP_FFMPEG, params)
-        if cap.isOpened():
-            fps = cap.get(cv2.CAP_PROP_FPS)
+        timeout = (self._open_timeout_s, self._read_timeout_s)
+        try:
+            if isinstance(self._target, int):
+                container = av.open(f"/dev/video{self._target}", format="v4l2", timeout=timeout)
+            else:
+                container = av.open(self._target, options=dict(_NETWORK_OPTIONS), timeout=timeout)
+        except (av.FFmpegError, OSError) as exc:
             with self._cond:
-                self._fps = float(fps) if math.isfinite(fps) and fps > 0 else None
-            logger.info(
-                "camera %s: opened in %.2f s (%s, %.2f fps nominal)", self._label,
-                time.monotonic() - started, cap.getBackendName(), fps,
-            )
-            return cap
-        cap.release()
+                self._open_failures += 1
+            logger.warning("camera %s: cannot open after %.2f s (%s); will retry", self._label,
+                           time.monotonic() - started, _reason(exc))
+            return None
+        try:
+            video = _video_only(container)
+        except SourceError:
+            container.close()
+            with self._cond:
+                self._open_failures += 1
+            logger.warning("camera %s: the stream has no video; will retry", self._label)
+            return None
+        rate = video.average_rate or video.guessed_rate
+        fps = float(rate) if rate else None
         with self._cond:
-            self._open_failures += 1
-        logger.warning(
-            "camera %s: cannot open after %.2f s (absent, refused or timed out); will retry",
-            self._label, time.monotonic() - started,
-        )
-        return None
+            self._fps = fps
+            self.info = _stream_info(video, fps or FALLBACK_FPS)
+        logger.info("camera %s: opened in %.2f s (%s %dx%d, %s fps nominal)", self._label,
+                    time.monotonic() - started, video.codec_context.name, video.codec_context.width,
+                    video.codec_context.height, f"{fps:.2f}" if fps else "?")
+        return container, video
 
     def _lost(self, why: str, *, stall: bool) -> None:
         """The capture failed: count it, log it, and leave STREAMING (CONNECTING if never streamed)."""
@@ -468,52 +534,71 @@ class LiveSource:
                 logger.warning("camera %s: %s", self._label, why)
             self._set_state(after, why)
 
-    def _stream(self, cap: cv2.VideoCapture, reconnecting: bool) -> bool:
+    def _frames(self, container: av.container.InputContainer,
+                video: av.video.stream.VideoStream) -> Generator[av.VideoFrame, None, None]:
+        for packet in container.demux(video):
+            if self._on_packet is not None and (encoded := _packet(packet)) is not None:
+                self._on_packet(encoded)
+            yield from packet.decode()
+
+    def _stream(self, container: av.container.InputContainer, video: av.video.stream.VideoStream,
+                reconnecting: bool) -> bool:
         """Read frames until a failure, a stall or ``close()``; True if at least one frame arrived."""
         got_frame = False
         last_new = time.monotonic()  # the open counts as "fresh" for the first frame's age
-        while not self._stop.is_set():
-            ok, raw = cap.read()
-            now = time.monotonic()
-            if not ok or raw is None:
-                self._lost("read failed: end of stream or error", stall=False)
-                return got_frame
-            if now - last_new >= self._read_timeout_s:
-                # read() blocked for the whole read timeout: what comes back now are decoder-buffered
-                # frames from before the stall, then ok=False forever. Do not trust this capture again.
-                self._lost(f"stalled: no new frame for {now - last_new:.2f} s", stall=True)
-                return got_frame
-            last_new = now
-            image = _to_bgr(raw)
-            wall_time_s = time.time()
-            with self._cond:
-                if self._state is SourceState.CLOSED:
+        frames = self._frames(container, video)
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = next(frames, None)
+                except (av.FFmpegError, OSError) as exc:
+                    stalled = time.monotonic() - last_new >= self._read_timeout_s
+                    what = f"stalled: no new frame for {time.monotonic() - last_new:.2f} s" if stalled else \
+                        f"read failed: {_reason(exc)}"
+                    self._lost(what, stall=stalled)
                     return got_frame
-                if self._latest is not None:
-                    self._dropped_frames += 1
-                self._latest = Frame(image, self._next_index, t_s=now, wall_time_s=wall_time_s)
-                self._next_index += 1
-                self._frames_read += 1
-                self._last_frame_mono = now
-                if not got_frame:
-                    if reconnecting:
-                        self._reconnects += 1
-                    self._set_state(SourceState.STREAMING, "frames arriving")
-                self._cond.notify_all()
-            got_frame = True
-        return got_frame
+                now = time.monotonic()
+                if frame is None:
+                    self._lost("end of stream", stall=False)
+                    return got_frame
+                if now - last_new >= self._read_timeout_s:
+                    # the read blocked past the read timeout: what arrives now is stale, reopen
+                    self._lost(f"stalled: no new frame for {now - last_new:.2f} s", stall=True)
+                    return got_frame
+                last_new = now
+                image = _bgr(frame)
+                wall_time_s = time.time()
+                with self._cond:
+                    if self._state is SourceState.CLOSED:
+                        return got_frame
+                    if self._latest is not None:
+                        self._dropped_frames += 1
+                    self._latest = Frame(image, self._next_index, t_s=now, wall_time_s=wall_time_s,
+                                         pts=frame.pts)
+                    self._next_index += 1
+                    self._frames_read += 1
+                    self._last_frame_mono = now
+                    if not got_frame:
+                        if reconnecting:
+                            self._reconnects += 1
+                        self._set_state(SourceState.STREAMING, "frames arriving")
+                    self._cond.notify_all()
+                got_frame = True
+            return got_frame
+        finally:
+            frames.close()
 
     def _run(self) -> None:
         failures = 0  # consecutive sessions that ended without a frame
         streamed_before = False
         while not self._stop.is_set():
-            cap: cv2.VideoCapture | None = None
+            opened = None
             try:
-                cap = self._open()
+                opened = self._open()
                 if (
-                    cap is not None
+                    opened is not None
                     and not self._stop.is_set()
-                    and self._stream(cap, reconnecting=streamed_before)
+                    and self._stream(*opened, reconnecting=streamed_before)
                 ):
                     streamed_before = True
                     failures = 0
@@ -522,8 +607,8 @@ class LiveSource:
                 logger.exception("camera %s: unexpected error in the reader; will reopen", self._label)
                 self._lost("unexpected error in the reader", stall=False)
             finally:
-                if cap is not None:
-                    cap.release()  # never reuse a capture after a failure
+                if opened is not None:
+                    opened[0].close()  # never reuse a stream after a failure
             if self._stop.is_set():
                 break
             failures += 1
@@ -534,10 +619,11 @@ class LiveSource:
 
 # --------------------------------------------------------------------------------------------- factory
 def open_source(
-    cfg: FileSourceConfig | RtspSourceConfig | UsbSourceConfig, rng: random.Random | None = None
+    cfg: FileSourceConfig | RtspSourceConfig | UsbSourceConfig, rng: random.Random | None = None,
+    on_packet: PacketTap | None = None,
 ) -> FileSource | LiveSource:
     """The source a camera's config describes. Raises ``SourceError`` only for files (a camera that is
     down at start-up is retried in the background instead)."""
     if isinstance(cfg, FileSourceConfig):
-        return FileSource(cfg.path)
-    return LiveSource.from_config(cfg, rng=rng)
+        return FileSource(cfg.path, on_packet=on_packet)
+    return LiveSource.from_config(cfg, rng=rng, on_packet=on_packet)

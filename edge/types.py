@@ -37,6 +37,31 @@ class Frame:
     index: int
     t_s: float
     wall_time_s: float | None = None
+    #: Presentation timestamp in the stream's time base (links the frame to its encoded packets).
+    pts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One compressed video packet as demuxed (decode order), kept in RAM by the pre-event buffer."""
+
+    data: bytes
+    pts: int | None
+    dts: int
+    keyframe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What a decoder needs to decode a source's packets again later (for clips)."""
+
+    codec: str
+    extradata: bytes
+    width: int
+    height: int
+    time_base_num: int
+    time_base_den: int
+    fps: float
 
 
 def _check_rows(name: str, arr: np.ndarray, n: int, shape_tail: tuple[int, ...] = ()) -> None:

@@ -166,7 +166,7 @@ def test_file_with_audio_track_is_read_without_opening_audio() -> None:
     assert "audio" in kinds, "the fixture must carry an audio track for this test to mean anything"
 
     with FileSource(path) as src:
-        assert src.audio_stream_index == -1
+        assert src.opened_stream_types == ("video",)
         assert src.size == (768, 432)
         n = sum(1 for f in src if f.image.shape == (432, 768, 3))
     assert n == 377
