@@ -36,9 +36,11 @@ def _parse_time(text: str) -> datetime:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from edge.attest import disable_core_dumps
     from edge.detect import Detector
     from edge.replay import format_summary, replay
 
+    disable_core_dumps()  # a core dump could hold frames (P2)
     config = load_config(args.config)
     if args.model_dir is not None:
         config = config.model_copy(
@@ -47,10 +49,50 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     detector = Detector(config.detector)
     progress = sys.stderr.isatty() and not args.quiet and os.environ.get("CI") != "true"
     summary = replay(args.video, config, detector, args.output, camera=args.camera, start_time=args.start_time,
-                     max_frames=args.max_frames, progress=progress)
+                     max_frames=args.max_frames, progress=progress, force_events_s=tuple(args.force_event))
     print(f"{args.video} with {config.detector.model} ({', '.join(detector.providers)})")
     print(format_summary(summary))
     print(f"metrics: {args.output / 'metrics.jsonl'}")
+    return 0
+
+
+def _cmd_attest(args: argparse.Namespace) -> int:
+    import json
+
+    from edge.attest import attestation
+
+    record = attestation(load_config(args.config), args.config)
+    print(json.dumps(record, indent=2))
+    return 0 if record["ok"] else 1
+
+
+def _password(env: str | None) -> bytes | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if value is None:
+        raise EdgeError(f"environment variable {env} (--password-env) is not set")
+    return value.encode()
+
+
+def _cmd_clips(args: argparse.Namespace) -> int:
+    from edge.clips import crypto
+
+    if args.clips_cmd == "keygen":
+        password = _password(args.password_env)
+        private_pem, public_pem = crypto.generate_keypair(password)
+        args.out.mkdir(parents=True, exist_ok=True)
+        private, public = args.out / "clips-private.pem", args.out / "clips-public.pem"
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_pem)
+        public.write_bytes(public_pem)
+        print(f"private key (keep it off the device): {private}\npublic key (clips.encryption): {public}")
+        return 0
+    key = crypto.load_private_key(args.key, _password(args.password_env))
+    clip_id = args.clip_id or args.input.name.split(".")[0]
+    crypto.decrypt_file(args.input, args.output, key, crypto.clip_context(args.device, clip_id))
+    print(f"{args.output}: decrypted and authenticated")
     return 0
 
 
@@ -88,7 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--model-dir", type=Path, help="folder with the model file (overrides the config)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--force-event", type=float, action="append", default=[], metavar="T_S",
+                   help="trigger a clip event at this media time (seconds); repeatable; for testing clips")
     r.set_defaults(func=_cmd_replay)
+
+    a = sub.add_parser("attest", help="print the attestation record: version, protocol, limits, hashes, checks")
+    a.add_argument("-c", "--config", type=Path, required=True)
+    a.set_defaults(func=_cmd_attest)
+
+    c = sub.add_parser("clips", help="tools for the holder of the clip key (not for the device)")
+    csub = c.add_subparsers(dest="clips_cmd", required=True)
+    k = csub.add_parser("keygen", help="make the city's X25519 key pair for clip encryption")
+    k.add_argument("--out", type=Path, required=True, help="folder for clips-private.pem and clips-public.pem")
+    k.add_argument("--password-env", help="environment variable holding a password for the private key")
+    d = csub.add_parser("decrypt", help="decrypt and authenticate one clip")
+    d.add_argument("input", type=Path)
+    d.add_argument("output", type=Path)
+    d.add_argument("--key", type=Path, required=True, help="the private key (PEM)")
+    d.add_argument("--device", required=True, help="device_id the clip came from (bound into the ciphertext)")
+    d.add_argument("--clip-id", help="clip id (default: the file name before the first dot)")
+    d.add_argument("--password-env", help="environment variable holding the private key's password")
+    c.set_defaults(func=_cmd_clips)
 
     m = sub.add_parser("models", help="list the model manifest or fetch a pinned model")
     msub = m.add_subparsers(dest="models_cmd", required=True)

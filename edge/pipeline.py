@@ -16,10 +16,15 @@ import numpy.typing as npt
 
 from edge.analytics.lines import Crossing, LineCounter
 from edge.analytics.windows import WindowAggregator
+from edge.clips.recorder import ClipRecorder
+from edge.clips.redact import BoxCarrier, plate_regions
 from edge.config import CameraConfig, EdgeConfig
 from edge.payloads import WindowMetrics
 from edge.track import ByteTracker
-from edge.types import ROAD_USER_CLASSES, Detections, Frame, Tracks
+from edge.types import MOTOR_VEHICLE_CLASSES, ROAD_USER_CLASSES, Detections, Frame, Tracks
+
+_VEHICLE_IDS = np.array([ROAD_USER_CLASSES.index(c) for c in sorted(MOTOR_VEHICLE_CLASSES)])
+_PLATE_STRIP_FRAC = 0.35
 
 
 class ObjectDetector(Protocol):
@@ -55,7 +60,7 @@ class Totals:
 
 class CameraPipeline:
     def __init__(self, config: EdgeConfig, camera: CameraConfig, detector: ObjectDetector,
-                 start_utc_s: float | None = None) -> None:
+                 start_utc_s: float | None = None, recorder: ClipRecorder | None = None) -> None:
         """``start_utc_s`` maps media time to UTC for file sources; live frames bring their own clock."""
         self.camera = camera
         self.detector = detector
@@ -68,6 +73,14 @@ class CameraPipeline:
         self.start_utc_s = start_utc_s if start_utc_s is not None else config.windows.origin.timestamp()
         self.times = StageTimes()
         self.totals = Totals()
+        self.recorder = recorder
+        redaction = config.clips.redaction
+        self._carrier = BoxCarrier(redaction.carry_frames) if recorder and redaction and redaction.persons else None
+        self._plates = bool(recorder and redaction and redaction.plates)
+
+    def utc_s(self, frame: Frame) -> float:
+        """UTC seconds of a frame: its capture time live, its media time from the start instant in replay."""
+        return frame.wall_time_s if frame.wall_time_s is not None else self.start_utc_s + frame.t_s
 
     def process(self, frame: Frame, dropped_before: int = 0) -> FrameResult:
         t0 = time.perf_counter()
@@ -76,8 +89,9 @@ class CameraPipeline:
         tracks = self.tracker.update(detections)
         t2 = time.perf_counter()
         crossings = self.counter.update(tracks, frame.t_s)
-        t_utc = frame.wall_time_s if frame.wall_time_s is not None else self.start_utc_s + frame.t_s
-        windows = self.windows.add_frame(t_utc, crossings, dropped_before)
+        windows = self.windows.add_frame(self.utc_s(frame), crossings, dropped_before)
+        if self.recorder is not None:
+            self.recorder.observe(frame, self._redaction_boxes(tracks, detections))
         t3 = time.perf_counter()
         self.times.detect_s += t1 - t0
         self.times.track_s += t2 - t1
@@ -86,6 +100,14 @@ class CameraPipeline:
         for c in crossings:
             self.totals.crossings[(c.line, c.direction, ROAD_USER_CLASSES[c.class_id])] += 1
         return FrameResult(frame.index, tracks, crossings, windows)
+
+    def _redaction_boxes(self, tracks: Tracks, detections: Detections) -> npt.NDArray[np.float32]:
+        parts = [np.zeros((0, 4), np.float32)]
+        if self._carrier is not None:
+            parts.append(self._carrier.update(tracks, detections))
+        if self._plates:
+            parts.append(plate_regions(tracks.xyxy[np.isin(tracks.class_id, _VEHICLE_IDS)], _PLATE_STRIP_FRAC))
+        return np.concatenate(parts)
 
     def finish(self) -> list[WindowMetrics]:
         """Close the current partial window (end of file, shutdown)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edge.clips.recorder import ClipCounters, build_recorder
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
 from edge.payloads import WindowMetrics
@@ -41,6 +42,7 @@ class ReplaySummary:
     counts: dict[tuple[str, str, str], int]
     lines: list[tuple[str, tuple[str, str]]]
     windows: int
+    clips: ClipCounters | None = None
 
     @property
     def fps(self) -> float:
@@ -106,18 +108,25 @@ class _Reader:
 
 def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Path, *,
            camera: str | None = None, start_time: datetime | None = None, max_frames: int | None = None,
-           progress: bool = False) -> ReplaySummary:
-    """Replay ``video`` through the pipeline of ``camera`` and write ``outdir/metrics.jsonl``."""
+           progress: bool = False, force_events_s: tuple[float, ...] = ()) -> ReplaySummary:
+    """Replay ``video`` through the pipeline of ``camera`` and write ``outdir/metrics.jsonl``.
+
+    With ``clips.enabled`` the clips go to ``outdir/clips``. ``force_events_s`` triggers a clip event at
+    these media times (seconds): for testing the clip path before near-miss detection runs.
+    """
     cam = config.camera(camera)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgeError(f"cannot create output folder {outdir}: {exc.strerror}; pick a writable -o") from None
     start_s = (start_time or config.windows.origin).timestamp()
-    pipeline = CameraPipeline(config, cam, detector, start_utc_s=start_s)
+    recorder = (build_recorder(config.clips, config.device_id, cam.name, outdir / "clips")
+                if config.clips.enabled else None)
+    pipeline = CameraPipeline(config, cam, detector, start_utc_s=start_s, recorder=recorder)
+    forced = sorted(force_events_s)
     n_windows = 0
     metrics_tmp = outdir / ".metrics.jsonl.partial"
-    with FileSource(video) as source:
+    with FileSource(video, on_packet=recorder.ring if recorder else None) as source:
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
         reader = _Reader(source, max_frames)
         bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True,
@@ -136,6 +145,8 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                 for frame in reader:
                     result = pipeline.process(frame)
                     write(result.windows)
+                    while recorder is not None and forced and frame.t_s >= forced[0]:
+                        recorder.trigger(f"forced-{forced.pop(0):g}", frame, pipeline.utc_s(frame))
                     last_t = frame.t_s
                     bar.update(1)
                     if bar.n % 25 == 0 and not bar.disable:
@@ -147,12 +158,16 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
             reader.close()
             bar.close()
             metrics_tmp.unlink(missing_ok=True)
+            if recorder is not None:
+                recorder.close()
+                recorder.store.close()
         wall = time.perf_counter() - t0
         video_s = pipeline.totals.frames / source.fps
     return ReplaySummary(
         video=video, frames=pipeline.totals.frames, video_s=video_s, wall_s=wall, decode_s=reader.decode_s,
         times=pipeline.times, counts=dict(pipeline.totals.crossings),
         lines=[(line.name, line.directions) for line in pipeline.counter.lines], windows=n_windows,
+        clips=recorder.counters if recorder else None,
     )
 
 
@@ -169,7 +184,12 @@ def format_summary(s: ReplaySummary) -> str:
                                 for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows)
     if len(rows) == 1:
         table = "(no counting lines configured)"
+    clips = ""
+    if s.clips is not None:
+        c = s.clips
+        clips = (f"\nclips written {c.written} ({c.frames_written} frames) | dropped: busy {c.dropped_busy}, "
+                 f"disk full {c.dropped_enospc}, redaction {c.dropped_redaction}, failed {c.failed}")
     return (
         f"{table}\n\nframes {s.frames} | video {s.video_s:.1f} s | wall {s.wall_s:.1f} s | "
-        f"{s.fps:.1f} fps | {s.x_real_time:.1f}x real time | windows {s.windows}"
+        f"{s.fps:.1f} fps | {s.x_real_time:.1f}x real time | windows {s.windows}{clips}"
     )

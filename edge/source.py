@@ -24,7 +24,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -67,8 +67,13 @@ _JOIN_GRACE_S: Final = 1.0
 #: Options for network streams: RTSP over TCP (no UDP loss), regenerated timestamps, drop corrupt packets.
 _NETWORK_OPTIONS: Final = {"rtsp_transport": "tcp", "fflags": "+genpts+discardcorrupt"}
 
-#: Receives every encoded video packet, in decode order, before it is decoded.
-PacketTap = Callable[[EncodedPacket], None]
+class PacketTap(Protocol):
+    """Receives the encoded video packets, in decode order, before they are decoded."""
+
+    def start(self, info: StreamInfo) -> None:
+        """A new stream session begins (file opened, camera (re)connected): earlier packets are void."""
+
+    def push(self, packet: EncodedPacket) -> None: ...
 
 
 class FrameSource(Protocol):
@@ -168,6 +173,9 @@ class FileSource:
         self._container: av.container.InputContainer | None = container
         self._video = video
         self._next_index = 0
+        self.info = _stream_info(video, fps)
+        if on_packet is not None:
+            on_packet.start(self.info)
         self._frames = self._decode()
         try:
             first = next(self._frames, None)
@@ -181,7 +189,6 @@ class FileSource:
             )
         self._pending: Frame | None = first
         self._size = (first.image.shape[1], first.image.shape[0])
-        self.info = _stream_info(video, fps)
         logger.info("opened %s: %s %dx%d, %.3f fps, %s frames", self._path, codec, *self._size, fps,
                     self._frame_count if self._frame_count is not None else "unknown")
 
@@ -191,7 +198,7 @@ class FileSource:
             return
         for packet in container.demux(self._video):
             if self._on_packet is not None and (encoded := _packet(packet)) is not None:
-                self._on_packet(encoded)
+                self._on_packet.push(encoded)
             for frame in packet.decode():
                 index = self._next_index
                 self._next_index += 1
@@ -518,6 +525,8 @@ class LiveSource:
         with self._cond:
             self._fps = fps
             self.info = _stream_info(video, fps or FALLBACK_FPS)
+        if self._on_packet is not None:
+            self._on_packet.start(self.info)
         logger.info("camera %s: opened in %.2f s (%s %dx%d, %s fps nominal)", self._label,
                     time.monotonic() - started, video.codec_context.name, video.codec_context.width,
                     video.codec_context.height, f"{fps:.2f}" if fps else "?")
@@ -538,7 +547,7 @@ class LiveSource:
                 video: av.video.stream.VideoStream) -> Generator[av.VideoFrame, None, None]:
         for packet in container.demux(video):
             if self._on_packet is not None and (encoded := _packet(packet)) is not None:
-                self._on_packet(encoded)
+                self._on_packet.push(encoded)
             yield from packet.decode()
 
     def _stream(self, container: av.container.InputContainer, video: av.video.stream.VideoStream,

@@ -1,0 +1,1 @@
+"""Event clips: anonymising (redaction) and encryption at rest, before a clip reaches the disk."""

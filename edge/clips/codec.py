@@ -1,0 +1,134 @@
+"""Turns buffered packets into one clip file: decode, optional redaction, encode, and a real probe.
+
+Besides ``edge.source`` (reading), this is the only module that talks to the video library (PyAV),
+and only for writing clips. A clip has exactly one stream, video (H.264 when the FFmpeg build has
+libx264, else MPEG-4 Part 2), no audio, no metadata tags copied from the source.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import av.container
+import av.video.codeccontext
+import av.video.stream
+import numpy as np
+import numpy.typing as npt
+
+from edge.clips.buffer import Snapshot
+from edge.errors import ClipError
+
+#: Called with each clip frame (BGR, modified in place) and its source pts before encoding.
+FrameFilter = Callable[[npt.NDArray[np.uint8], int], None]
+
+
+def encoder_name() -> str:
+    for name in ("libx264", "mpeg4"):
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            continue
+    raise ClipError("this FFmpeg build has neither libx264 nor mpeg4 encoders; install a full PyAV wheel")
+
+
+def decode_window(snapshot: Snapshot) -> Iterator[tuple[npt.NDArray[np.uint8], int]]:
+    """Frames (BGR) with ``start_pts <= pts <= end_pts`` decoded from the snapshot's packets, in order."""
+    info = snapshot.info
+    ctx = av.CodecContext.create(info.codec, "r")
+    if not isinstance(ctx, av.video.codeccontext.VideoCodecContext):
+        raise ClipError(f"codec {info.codec} is not a video codec")
+    if info.extradata:
+        ctx.extradata = info.extradata
+    ctx.width, ctx.height = info.width, info.height
+    tb = Fraction(info.time_base_num, info.time_base_den)
+    frames: list[tuple[npt.NDArray[np.uint8], int]] = []
+
+    def take(decoded: list[av.VideoFrame]) -> None:
+        for f in decoded:
+            if f.pts is not None and snapshot.start_pts <= f.pts <= snapshot.end_pts:
+                frames.append((np.asarray(f.to_ndarray(format="bgr24"), np.uint8), f.pts))
+
+    for p in snapshot.packets:
+        packet = av.Packet(p.data)
+        packet.pts, packet.dts, packet.time_base = p.pts, p.dts, tb
+        if p.keyframe:
+            packet.is_keyframe = True
+        take(ctx.decode(packet))
+        while frames:
+            yield frames.pop(0)
+    take(ctx.decode(None))
+    frames.sort(key=lambda fp: fp[1])
+    yield from frames
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedClip:
+    frames: int
+    first_pts: int | None
+    last_pts: int | None
+    codec: str
+
+
+def encode_clip(snapshot: Snapshot, out: BinaryIO | Path, fps: float,
+                frame_filter: FrameFilter | None = None) -> EncodedClip:
+    """Encode the snapshot's window into ``out`` as MP4 with one video stream (constant frame rate)."""
+    codec = encoder_name()
+    rate = Fraction(fps).limit_denominator(1001)
+    target = str(out) if isinstance(out, Path) else out
+    n = 0
+    first: int | None = None
+    last: int | None = None
+    with av.open(target, mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=rate)
+        if not isinstance(stream, av.video.stream.VideoStream):
+            raise ClipError(f"{codec} did not give a video stream")
+        stream.width, stream.height = snapshot.info.width, snapshot.info.height
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "veryfast", "crf": "23"}
+        for image, pts in decode_window(snapshot):
+            if frame_filter is not None:
+                frame_filter(image, pts)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = n
+            frame.time_base = 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            n += 1
+            first = pts if first is None else first
+            last = pts
+        for packet in stream.encode(None):
+            container.mux(packet)
+    if n == 0:
+        raise ClipError("no frame of the clip window was left in the pre-event buffer")
+    return EncodedClip(n, first, last, codec)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    stream_types: tuple[str, ...]
+    frames: int
+    duration_s: float
+
+
+def probe(source: Path | bytes) -> Probe:
+    """Open the clip with libavformat and decode every frame: streams, frame count and duration."""
+    target: str | BinaryIO = str(source) if isinstance(source, Path) else io.BytesIO(source)
+    try:
+        with av.open(target, mode="r") as container:
+            types = tuple(s.type for s in container.streams)
+            if not container.streams.video:
+                return Probe(types, 0, 0.0)
+            video = container.streams.video[0]
+            frames = sum(1 for _ in container.decode(video))
+            duration = float(container.duration / av.time_base) if container.duration else 0.0
+    except av.FFmpegError as exc:
+        raise ClipError(f"clip does not probe as a video: {exc}") from None
+    return Probe(types, frames, duration)

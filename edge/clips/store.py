@@ -1,0 +1,183 @@
+"""The clip store: the only folder where images reach disk (P2), with an index and retention (P3).
+
+Every clip is written atomically: a hidden partial name, fsync, a real probe, rename, fsync of the
+folder, then the index row. At start-up partial files are swept and the index and the files are
+reconciled, so a crash at any moment leaves either a complete, indexed clip or nothing. Files are 0600
+and the folder 0700. Retention deletes clips older than the limit and, past the byte budget, the oldest
+first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PARTIAL_PREFIX = "."
+PARTIAL_MARK = ".partial"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clips (
+    id TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    start_utc_s REAL NOT NULL,
+    end_utc_s REAL NOT NULL,
+    event_ids TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    encrypted INTEGER NOT NULL,
+    created_s REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ClipRecord:
+    id: str
+    file: str
+    camera: str
+    start_utc_s: float
+    end_utc_s: float
+    event_ids: tuple[str, ...]
+    frames: int
+    bytes: int
+    sha256: str
+    encrypted: bool
+    created_s: float
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ClipStore:
+    """One folder of clips and its SQLite index ``index.sqlite``. Used from one writer thread."""
+
+    INDEX = "index.sqlite"
+
+    def __init__(self, root: Path, retention_days: float, max_bytes: int) -> None:
+        self.root = root
+        self.retention_s = retention_days * 86_400
+        self.max_bytes = max_bytes
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)
+        self._db = sqlite3.connect(root / self.INDEX, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+        for name in os.listdir(root):
+            if name.startswith(self.INDEX):
+                os.chmod(root / name, 0o600)
+        self.purged_age = 0
+        self.purged_bytes = 0
+        self.recover()
+
+    # ------------------------------------------------------------------------------------------ paths
+    def partial_path(self, clip_id: str, suffix: str) -> Path:
+        return self.root / f"{PARTIAL_PREFIX}{clip_id}{PARTIAL_MARK}{suffix}"
+
+    def final_path(self, clip_id: str, suffix: str) -> Path:
+        return self.root / f"{clip_id}{suffix}"
+
+    # --------------------------------------------------------------------------------------- recovery
+    def recover(self) -> tuple[int, int, int]:
+        """Sweep partial files, delete files the index does not know and rows whose file is gone."""
+        partials = orphans = lost = 0
+        files = {r[0] for r in self._db.execute("SELECT file FROM clips")}
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(self.INDEX):
+                continue
+            if entry.name.startswith(PARTIAL_PREFIX) and PARTIAL_MARK in entry.name:
+                os.unlink(entry.path)
+                partials += 1
+            elif entry.name not in files:
+                os.unlink(entry.path)
+                orphans += 1
+        for (file,) in list(self._db.execute("SELECT file FROM clips")):
+            if not (self.root / file).exists():
+                self._db.execute("DELETE FROM clips WHERE file = ?", (file,))
+                lost += 1
+        if partials or orphans or lost:
+            fsync_dir(self.root)
+            log.warning("clip store %s: removed %d partial and %d unindexed files, %d rows without file",
+                        self.root, partials, orphans, lost)
+        return partials, orphans, lost
+
+    # ------------------------------------------------------------------------------------------ write
+    def commit(self, partial: Path, record: ClipRecord) -> Path:
+        """Rename a verified, fsynced partial file to its final name and index it."""
+        final = self.root / record.file
+        os.replace(partial, final)
+        fsync_dir(self.root)
+        self._db.execute(
+            "INSERT INTO clips VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (record.id, record.file, record.camera, record.start_utc_s, record.end_utc_s,
+             json.dumps(list(record.event_ids)), record.frames, record.bytes, record.sha256,
+             int(record.encrypted), record.created_s),
+        )
+        return final
+
+    def discard(self, partial: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+
+    # -------------------------------------------------------------------------------------- retention
+    def enforce_retention(self, now_s: float | None = None) -> int:
+        """Delete clips past the age limit, then the oldest while over the byte budget; return the count."""
+        now_s = time.time() if now_s is None else now_s
+        deleted = 0
+        for clip_id, file in list(self._db.execute(
+                "SELECT id, file FROM clips WHERE created_s < ? ORDER BY created_s", (now_s - self.retention_s,))):
+            self._delete(clip_id, file)
+            self.purged_age += 1
+            deleted += 1
+        total = self.usage_bytes()
+        for clip_id, file, size in list(self._db.execute("SELECT id, file, bytes FROM clips ORDER BY created_s")):
+            if total <= self.max_bytes:
+                break
+            self._delete(clip_id, file)
+            total -= size
+            self.purged_bytes += 1
+            deleted += 1
+        if deleted:
+            fsync_dir(self.root)
+        return deleted
+
+    def _delete(self, clip_id: str, file: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / file).unlink()
+        self._db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
+
+    # ----------------------------------------------------------------------------------------- query
+    def usage_bytes(self) -> int:
+        (total,) = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM clips").fetchone()
+        return int(total)
+
+    def records(self) -> list[ClipRecord]:
+        rows = self._db.execute("SELECT * FROM clips ORDER BY created_s, id").fetchall()
+        return [ClipRecord(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7], r[8], bool(r[9]),
+                           r[10]) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
