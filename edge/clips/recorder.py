@@ -40,7 +40,7 @@ _PENDING_JOBS = 2  # clips waiting for the writer; more means it cannot keep up:
 _KEEP_MARGIN_S = 3.0  # the pipeline may lag the reader by a few frames; keep a little extra
 
 
-class RedactionGap(ClipError):
+class RedactionGapError(ClipError):
     """A clip frame has no redaction boxes (the pipeline skipped it for too long)."""
 
 
@@ -181,7 +181,7 @@ class ClipRecorder:
         while (job := self._jobs.get()) is not None:
             try:
                 self._write(job)
-            except RedactionGap as exc:
+            except RedactionGapError as exc:
                 self.counters.dropped_redaction += 1
                 log.warning("clip %s not written: %s (fail closed)", job.clip_id, exc)
             except OSError as exc:
@@ -209,7 +209,7 @@ class ClipRecorder:
                 return
             earlier = [k for k in known if k < pts]
             if not earlier or pts - earlier[-1] > carry:
-                raise RedactionGap(f"no redaction boxes for frame pts {pts} (none within {carry} pts before)")
+                raise RedactionGapError(f"no redaction boxes for frame pts {pts} (none within {carry} pts before)")
             redact(image, boxes[earlier[-1]])
 
         return apply
