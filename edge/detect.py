@@ -12,13 +12,19 @@ model manifest:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-import numpy.typing as npt
-import onnxruntime as ort
+# onnxruntime (1.2x+) keeps a telemetry database under ~/.cache/Microsoft/DeveloperTools and may send
+# events: a device must write nowhere but its state folders and talk to no one but the broker and the
+# camera. The library reads this variable when it loads, so it is set before the import, unconditionally.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 from edge.config import DetectorConfig
 from edge.errors import ModelError
