@@ -21,10 +21,10 @@ from pathlib import Path
 # camera. The library reads this variable when it loads, so it is set before the import, unconditionally.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-import onnxruntime as ort  # noqa: E402
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
 
 from edge.config import DetectorConfig
 from edge.errors import ModelError
