@@ -4,7 +4,9 @@
      ├── ConfigError      bad or unsafe configuration (refused at start-up)
      ├── SourceError      a video source cannot be opened or read
      ├── ModelError       model file missing, tampered (sha256) or of an unknown layout
-     └── AssetError       a pinned download failed or did not match its sha256
+     ├── AssetError       a pinned download failed or did not match its sha256
+     ├── PublishError     the MQTT publisher or its on-disk outbox cannot be set up or used
+     └── ClipError        a clip cannot be written, verified, encrypted or decrypted (tampered, wrong key)
 
 The CLI catches only ``EdgeError`` and turns it into a message and exit code 1. Every message names
 the problem and the fix.
@@ -36,3 +38,19 @@ class ModelError(EdgeError):
 
 class AssetError(EdgeError):
     """A pinned asset could not be fetched or failed its sha256 check."""
+
+
+class PublishError(EdgeError):
+    """The MQTT publisher or its on-disk outbox cannot be set up (unreadable credentials, outbox in use).
+
+    Runtime network faults (broker down, refused login) are not raised: the publisher retries with
+    back-off, counts them and raises a health alarm.
+    """
+
+
+class ClipError(EdgeError):
+    """A clip could not be written or verified, encrypted or decrypted, or a clip key could not be loaded.
+
+    Decryption failures (tampering, truncation, reordering, wrong key or context) are
+    ``edge.clips.crypto.ClipDecryptError``, a subclass; no plaintext is left behind when one is raised.
+    """
