@@ -59,8 +59,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_attest(args: argparse.Namespace) -> int:
     import json
 
-    from edge.attest import attestation
+    from edge.attest import attestation, disable_core_dumps
 
+    disable_core_dumps()  # as the service does at start-up; the check then proves it took effect
     record = attestation(load_config(args.config), args.config)
     print(json.dumps(record, indent=2))
     return 0 if record["ok"] else 1

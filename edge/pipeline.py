@@ -24,7 +24,6 @@ from edge.track import ByteTracker
 from edge.types import MOTOR_VEHICLE_CLASSES, ROAD_USER_CLASSES, Detections, Frame, Tracks
 
 _VEHICLE_IDS = np.array([ROAD_USER_CLASSES.index(c) for c in sorted(MOTOR_VEHICLE_CLASSES)])
-_PLATE_STRIP_FRAC = 0.35
 
 
 class ObjectDetector(Protocol):
@@ -76,7 +75,7 @@ class CameraPipeline:
         self.recorder = recorder
         redaction = config.clips.redaction
         self._carrier = BoxCarrier(redaction.carry_frames) if recorder and redaction and redaction.persons else None
-        self._plates = bool(recorder and redaction and redaction.plates)
+        self._plate_frac = redaction.plate_strip_frac if recorder and redaction and redaction.plates else None
 
     def utc_s(self, frame: Frame) -> float:
         """UTC seconds of a frame: its capture time live, its media time from the start instant in replay."""
@@ -105,8 +104,8 @@ class CameraPipeline:
         parts = [np.zeros((0, 4), np.float32)]
         if self._carrier is not None:
             parts.append(self._carrier.update(tracks, detections))
-        if self._plates:
-            parts.append(plate_regions(tracks.xyxy[np.isin(tracks.class_id, _VEHICLE_IDS)], _PLATE_STRIP_FRAC))
+        if self._plate_frac is not None:
+            parts.append(plate_regions(tracks.xyxy[np.isin(tracks.class_id, _VEHICLE_IDS)], self._plate_frac))
         return np.concatenate(parts)
 
     def finish(self) -> list[WindowMetrics]:

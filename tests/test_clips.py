@@ -177,3 +177,88 @@ def test_store_recovery_removes_partials_and_orphans(tmp_path: Path) -> None:
     store = ClipStore(root, 1, 10**9)
     assert clip_files(root) == []
     assert not any(probe_ok(p) for p in root.iterdir())
+
+
+def test_encrypted_clips_decrypt_only_with_the_city_key(carpark: EdgeConfig, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    keys = tmp_path / "keys"
+    subprocess.run([sys.executable, "-m", "edge.cli", "clips", "keygen", "--out", str(keys)], check=True,
+                   capture_output=True)
+    config = with_clips(carpark, pre_roll_s=1, post_roll_s=1,
+                        encryption={"public_key_file": str(keys / "clips-public.pem")})
+    summary = replay(shared_path("footage/carpark-audio/car-detection.mp4"), config, Detector(config.detector),
+                     tmp_path / "out", force_events_s=(4.0, 12.0))
+    assert summary.clips is not None
+    assert summary.clips.written == 2
+    clips = clip_files(tmp_path / "out" / "clips")
+    assert len(clips) == 2
+    for clip in clips:
+        data = clip.read_bytes()
+        assert data[4:8] != b"ftyp"
+        assert b"ftyp" not in data and b"moov" not in data
+        assert not probe_ok(clip)
+        plain = tmp_path / f"{clip.name}.mp4"
+        cmd = [sys.executable, "-m", "edge.cli", "clips", "decrypt", str(clip), str(plain), "--key",
+               str(keys / "clips-private.pem"), "--device", config.device_id]
+        subprocess.run(cmd, check=True, capture_output=True)
+        assert probe_streams(plain) == ["video"]
+        assert abs(probe_frames(plain) - 2 * 12.5) <= 1  # 2 s window at 12.5 fps, +-1
+    tampered = tmp_path / "tampered.enc"
+    data = bytearray(clips[0].read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered.write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "clips", "decrypt", str(tampered), str(tmp_path / "t.mp4"),
+                           "--key", str(keys / "clips-private.pem"), "--device", config.device_id,
+                           "--clip-id", clips[0].name.split(".")[0]], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert not (tmp_path / "t.mp4").exists()
+
+
+def test_retention_by_age_then_bytes_oldest_first(tmp_path: Path) -> None:
+    from edge.clips.store import ClipRecord
+
+    root = tmp_path / "clips"
+    store = ClipStore(root, retention_days=2, max_bytes=2500)
+    day = 86_400.0
+    for i, (created, size) in enumerate([(0.0, 1000), (1.5 * day, 1000), (2.0 * day, 1000), (2.5 * day, 1000)]):
+        partial = store.partial_path(f"c{i}", ".mp4")
+        partial.write_bytes(b"x" * size)
+        store.commit(partial, ClipRecord(f"c{i}", f"c{i}.mp4", "cam", created, created + 5, ("e",), 1, size,
+                                         "0" * 64, False, created))
+    assert store.enforce_retention(now_s=2.6 * day) == 2  # c0 too old; then c1 to get under 2500 bytes
+    assert [r.id for r in store.records()] == ["c2", "c3"]
+    assert sorted(p.name for p in clip_files(root)) == ["c2.mp4", "c3.mp4"]
+    assert (store.purged_age, store.purged_bytes) == (1, 1)
+    store.close()
+
+
+def test_attestation_names_protocol_hashes_and_checks(model_dir: Path, tmp_path: Path) -> None:
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from edge.protocol import PROTOCOL
+    from tests.conftest import REPO
+
+    data = yaml.safe_load((REPO / "config" / "carpark.yaml").read_text())
+    data["detector"] = {"model_dir": str(model_dir)}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "attest", "-c", str(config)], capture_output=True,
+                          text=True, check=False)
+    record = json.loads(proc.stdout)
+    assert record["protocol"]["id"] == PROTOCOL.id
+    assert record["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
+    assert record["model"]["sha256"] == "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"
+    checks = {c["name"]: c["ok"] for c in record["checks"]}
+    assert checks["model_sha256"] is True
+    assert checks["audio_disabled"] is True
+    assert record["effective_limits"]["max_clip_s"] <= PROTOCOL.limits.max_clip_s
+    assert checks["core_dumps_disabled"] is True  # set at start-up, as the service does
+    assert record["ok"] is True
+    assert proc.returncode == 0

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _PENDING_JOBS = 2  # clips waiting for the writer; more means it cannot keep up: drop (fail closed)
 _KEEP_MARGIN_S = 3.0  # the pipeline may lag the reader by a few frames; keep a little extra
+RETENTION_INTERVAL_S = 600.0  # retention also runs on this timer, not only after a write
 
 
 class RedactionGapError(ClipError):
@@ -178,7 +179,14 @@ class ClipRecorder:
 
     # --------------------------------------------------------------------------------- writer thread
     def _write_loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=RETENTION_INTERVAL_S)
+            except queue.Empty:
+                self.store.enforce_retention()
+                continue
+            if job is None:
+                return
             try:
                 self._write(job)
             except RedactionGapError as exc:
@@ -270,9 +278,9 @@ def build_recorder(config: ClipsConfig, device: str, camera: str, store_dir: Pat
 
     redact: Redact | None = None
     if config.redaction is not None:
-        pad = config.redaction.pad_frac
+        pad, cells = config.redaction.pad_frac, config.redaction.blur_cells
 
         def redact(image: npt.NDArray[np.uint8], boxes: npt.NDArray[np.float32]) -> None:
-            blur_regions(image, boxes, pad)
+            blur_regions(image, boxes, pad, cells=cells)
 
     return ClipRecorder(config, device, camera, store, encrypt=encrypt, redact=redact)
