@@ -5,7 +5,11 @@ cd "$(dirname "$0")/.."
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required" >&2; exit 1; }
 
 need=()
-command -v ffprobe >/dev/null || need+=(ffmpeg)
+command -v ffprobe >/dev/null || need+=(ffmpeg)              # ffprobe judges clips
+command -v strace >/dev/null || need+=(strace)               # file-write audit of a replay
+command -v mosquitto >/dev/null || need+=(mosquitto)         # real broker for MQTT tests
+command -v mosquitto_passwd >/dev/null || need+=(mosquitto-clients)
+command -v openssl >/dev/null || need+=(openssl)             # per-session test CA for TLS
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
