@@ -428,7 +428,7 @@ class CameraConfig(StrictModel):
 class WindowConfig(StrictModel):
     window_s: int = Field(
         60, le=86_400,
-        description=f"Length of one metrics window in seconds (the protocol's minimum is {PROTOCOL.limits.min_window_s}).",
+        description=f"Length of one metrics window in seconds (protocol minimum: {PROTOCOL.limits.min_window_s}).",
     )
     origin: datetime = Field(
         datetime(1970, 1, 1, tzinfo=UTC),

@@ -206,9 +206,9 @@ def test_encrypted_clips_decrypt_only_with_the_city_key(carpark: EdgeConfig, tmp
         assert probe_streams(plain) == ["video"]
         assert abs(probe_frames(plain) - 2 * 12.5) <= 1  # 2 s window at 12.5 fps, +-1
     tampered = tmp_path / "tampered.enc"
-    data = bytearray(clips[0].read_bytes())
-    data[len(data) // 2] ^= 0x01
-    tampered.write_bytes(bytes(data))
+    flipped = bytearray(clips[0].read_bytes())
+    flipped[len(flipped) // 2] ^= 0x01
+    tampered.write_bytes(bytes(flipped))
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "clips", "decrypt", str(tampered), str(tmp_path / "t.mp4"),
                            "--key", str(keys / "clips-private.pem"), "--device", config.device_id,
                            "--clip-id", clips[0].name.split(".")[0]], capture_output=True, text=True, check=False)
