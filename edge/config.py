@@ -400,6 +400,40 @@ class MovementConfig(StrictModel):
 
 
 # -------------------------------------------------------------------------------------------- cameras
+class ConflictConfig(StrictModel):
+    """Near-miss detection between road users on the ground plane (needs a calibration)."""
+
+    ttc_threshold_s: float = Field(
+        1.5, gt=0, le=10, description="An encounter whose minimum TTC is at or below this is a near-miss (FHWA SSAM)."
+    )
+    pet_threshold_s: float = Field(
+        1.5, gt=0, le=10, description="Paths crossing with a post-encroachment time at or below this: near-miss."
+    )
+    severity_ttc_s: tuple[float, float] = Field(
+        (0.5, 1.0),
+        description="TTC (or PET) bounds of the 'high' and 'medium' severities; above them up to the threshold "
+        "is 'low'.",
+    )
+    horizon_s: float = Field(5.0, gt=0, le=30, description="TTC looks this far ahead under constant velocity.")
+    max_pair_distance_m: float = Field(
+        30.0, gt=0, le=200,
+        description="Only road users this close are paired (spatial pruning keeps busy scenes cheap).",
+    )
+    min_speed_mps: float = Field(
+        1.0, ge=0, le=20, description="At least one road user of a pair must move this fast to be a conflict."
+    )
+    encounter_gap_s: float = Field(
+        1.0, gt=0, le=10, description="An encounter ends when the pair has not been close for this long."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConflictConfig:
+        high, medium = self.severity_ttc_s
+        if not 0 < high <= medium <= max(self.ttc_threshold_s, self.pet_threshold_s):
+            raise ValueError("severity_ttc_s must be (high, medium) with 0 < high <= medium <= the thresholds")
+        return self
+
+
 class CameraConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Camera id used in topics and metrics.")
     source: SourceConfig | None = Field(
@@ -415,6 +449,9 @@ class CameraConfig(StrictModel):
     )
     speeds: SpeedConfig = Field(default_factory=SpeedConfig, description="Speed statistics at line crossings.")
     movements: MovementConfig | None = Field(None, description="Turning movements between approach zones.")
+    conflicts: ConflictConfig = Field(
+        default_factory=ConflictConfig, description="Near-miss detection (active when calibrated)."
+    )
 
     @field_validator("lines")
     @classmethod
