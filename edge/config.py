@@ -328,6 +328,11 @@ class SpeedConfig(StrictModel):
         50.0, gt=0, le=300,
         description="Posted speed limit, km/h; each window reports how many measured crossings exceeded it.",
     )
+    min_count_published: int = Field(
+        3, ge=1, le=100,
+        description="Mean and percentiles are published only from this many measured crossings in a window, "
+        "so a record never reveals one road user's speed.",
+    )
 
 
 ZONE_NAME = r"^[A-Za-z0-9_.]{1,32}$"
@@ -460,6 +465,22 @@ class CameraConfig(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError(f"line names must be unique, got {names}")
         return v
+
+    @model_validator(mode="after")
+    def _records_fit(self) -> CameraConfig:
+        from edge.analytics.lines import default_direction_names
+        from edge.payloads import MAX_PAYLOAD_BYTES, worst_case_window_bytes
+
+        lines = [(line.name, line.directions or default_direction_names(line.points_px)) for line in self.lines]
+        zones = [z.name for z in self.movements.zones] if self.movements else []
+        movements = [f"{a}->{b}" for a in zones for b in zones if a != b]
+        metrics, speeds = worst_case_window_bytes(lines, movements, self.calibration is not None)
+        if max(metrics, speeds) > MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"{len(lines)} lines and {len(zones)} zones make window records of up to {max(metrics, speeds)} "
+                f"bytes, over the {MAX_PAYLOAD_BYTES}-byte payload limit; use fewer lines or zones, or shorter names"
+            )
+        return self
 
 
 class WindowConfig(StrictModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,27 @@ class WindowHealth(Payload):
     fps: float = Field(ge=0, description="Processed frames per second of stream time in the window.")
 
 
+#: Speed statistics of one line, direction and class in one window, as a compact array (payloads stay
+#: under 4 KB): [count, unmeasured, mean_kmh, p50_kmh, p85_kmh, over_limit]. ``count`` crossings had a
+#: measured speed, ``unmeasured`` had no settled velocity yet; mean, p50 and p85 (the 85th percentile, the
+#: traffic engineers' standard) are null below ``speeds.min_count_published`` crossings, so a record never
+#: reveals one road user's speed; ``over_limit`` counts crossings faster than ``speed_limit_kmh``.
+SpeedStats = tuple[int, int, float | None, float | None, float | None, int]
+
+
+class ConflictCounts(Payload):
+    """Near-misses that ended in the window, and the exposure they are set against."""
+
+    by_type: dict[Literal["rear_end", "crossing", "angled"], dict[Literal["high", "medium", "low"], int]] = Field(
+        description="Conflict type -> severity -> number of near-misses."
+    )
+    vulnerable: int = Field(ge=0, description="Near-misses involving a person, bicycle or motorcycle.")
+    vehicles_entering: int = Field(ge=0, description="Motor vehicles first seen (confirmed tracks) in the window.")
+    per_1000_vehicles: float | None = Field(
+        None, ge=0, description="Near-misses per 1,000 vehicles entering; null when none entered."
+    )
+
+
 class WindowMetrics(Payload):
     """One anonymous metrics record per camera and window."""
 
@@ -48,7 +69,31 @@ class WindowMetrics(Payload):
     counts: dict[str, dict[str, dict[RoadUserClass, int]]] = Field(
         description="Line -> direction -> road-user class -> number of crossings."
     )
+    movements: dict[str, dict[RoadUserClass, int]] | None = Field(
+        None, description="Turning movement (e.g. 'Nord->Ost') -> class -> count; zeros left out. Present when "
+        "zones are configured.",
+    )
+    conflicts: ConflictCounts | None = Field(None, description="Near-misses; present when the camera is calibrated.")
     health: WindowHealth
+
+
+class WindowSpeeds(Payload):
+    """Speeds at the counting lines per window, for a calibrated camera (a record of its own: with the
+    counts it would not fit the 4 KB payload limit). Keyed like the metrics by (device, camera,
+    window_start)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    msg_id: str = Field(description="Deterministic id of (device, camera, window_start, speeds).")
+    device: str
+    camera: str
+    window_start: str = Field(description="ISO 8601 UTC start of the window, as in the metrics record.")
+    window_s: int = Field(gt=0)
+    partial: bool
+    speed_limit_kmh: float = Field(gt=0, description="The limit behind over_limit.")
+    speeds: dict[str, dict[str, dict[RoadUserClass, SpeedStats]]] = Field(
+        description="Line -> direction -> class -> [count, unmeasured, mean_kmh, p50_kmh, p85_kmh, over_limit]; "
+        "classes without crossings are left out."
+    )
 
 
 def iso_utc(t: datetime) -> str:
@@ -59,3 +104,124 @@ def iso_utc(t: datetime) -> str:
 
 def window_msg_id(device: str, camera: str, window_start: str, kind: str = "metrics") -> str:
     return str(uuid.uuid5(_MSG_NAMESPACE, f"{kind}/{device}/{camera}/{window_start}"))
+
+
+# ------------------------------------------------------------------------------ device payloads (MQTT)
+#: What a message is, for the outbox's drop order and TTL and for the topic it goes to.
+MessageKind = Literal["event", "metrics", "health", "status"]
+#: FHWA SSAM conflict types; tests check it equals ``edge.analytics.surrogate.ConflictType``.
+ConflictKind = Literal["rear_end", "crossing", "angled"]
+
+_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class NearMissEvent(Payload):
+    """One near-miss (traffic conflict) between two road users on ``{prefix}/{device}/{camera}/events``.
+
+    Anonymous like the metrics: the classes of the two road users, the surrogate safety measures and the
+    conflict's location rounded to a metre; never track ids, boxes, trajectories, plates or images.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    msg_id: str = Field(max_length=64, description="Unique id of the event (UUID); a duplicate delivery repeats it.")
+    device: str = Field(pattern=_NAME)
+    camera: str = Field(pattern=_NAME)
+    time: str = Field(max_length=32, description="ISO 8601 UTC instant of the conflict, e.g. 2024-05-01T07:00:03.2Z.")
+    conflict_type: ConflictKind = Field(description="From the angle between headings (FHWA SSAM v2).")
+    severity: Literal["high", "medium", "low"] = Field(
+        description="From the smaller of TTC and PET against the configured severity bounds."
+    )
+    road_users: tuple[RoadUserClass, RoadUserClass] = Field(description="Classes of the two road users.")
+    speeds_mps: tuple[float, float] = Field(description="Ground speeds of the two road users at the conflict, m/s.")
+    vulnerable: bool = Field(description="True when a person, bicycle or motorcycle is involved.")
+    ttc_s: float | None = Field(None, ge=0, description="Minimum time to collision in seconds, if they were closing.")
+    pet_s: float | None = Field(None, ge=0, description="Post-encroachment time in seconds, if their paths crossed.")
+    drac_mps2: float | None = Field(None, ge=0, description="Deceleration needed to avoid the collision, m/s^2.")
+    location_m: tuple[int, int] = Field(
+        description="Where it happened in the camera's local ground frame, rounded to the metre."
+    )
+    clip: str | None = Field(None, max_length=96, description="Id of the clip that holds it, when clips are on.")
+
+
+class DeviceStatus(Payload):
+    """Retained availability on ``{prefix}/{device}/status``: ``online`` after every connect, ``offline`` as
+    the last will (sent by the broker when the device vanishes) and on a clean stop."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    msg_id: str = Field(max_length=64, description="Unique id (UUID) of this status message.")
+    device: str = Field(pattern=_NAME)
+    state: Literal["online", "offline"]
+    attestation: dict[str, Any] | None = Field(
+        None,
+        description="With online only: the device's attestation record (edge.attest: software version, "
+        "protocol and effective limits, config and model sha256, start-up checks).",
+    )
+
+
+class OutboxHealth(Payload):
+    depth: int = Field(ge=0, description="Messages waiting in the outbox for a broker acknowledgement.")
+    size_bytes: int = Field(ge=0, description="Bytes the outbox uses on disk, write-ahead log included.")
+    max_bytes: int = Field(gt=0, description="The outbox's budget on disk.")
+    oldest_age_s: float = Field(ge=0, description="Age of the oldest waiting message, 0 when empty.")
+    dropped_full: dict[MessageKind, int] = Field(description="Messages dropped to stay within the budget, per kind.")
+    dropped_ttl: dict[MessageKind, int] = Field(description="Messages dropped unsent after their TTL, per kind.")
+    rejected: dict[MessageKind, int] = Field(description="Messages the broker refused for good (PUBACK failure).")
+    dropped_error: dict[MessageKind, int] = Field(
+        description="Messages lost to a disk write error other than a full disk, per kind."
+    )
+
+
+class MqttHealth(Payload):
+    published: int = Field(ge=0, description="PUBLISH packets sent (resends included).")
+    acked: int = Field(ge=0, description="PUBLISH packets the broker acknowledged with success.")
+    errors: int = Field(ge=0, description="PUBACK failures and failed connection attempts.")
+    reconnects: int = Field(ge=0, description="Successful connections after the first.")
+    connect_attempts: int = Field(ge=0, description="Connection attempts, successful or not.")
+
+
+class DeviceHealth(Payload):
+    """Delivery health on ``{prefix}/{device}/health``: after each connect and periodically while connected."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    msg_id: str = Field(max_length=64, description="Unique id (UUID) of this health message.")
+    device: str = Field(pattern=_NAME)
+    time: str = Field(max_length=32, description="ISO 8601 UTC instant the figures were taken.")
+    alarm: str | None = Field(
+        None, max_length=200,
+        description="Open configuration fault (refused login, untrusted broker certificate, refused topic); "
+        "absent when there is none.",
+    )
+    outbox: OutboxHealth
+    mqtt: MqttHealth
+
+
+#: Largest payload the device sends (the broker's max_packet_size should be just above it): an image
+#: cannot travel even by mistake.
+MAX_PAYLOAD_BYTES = 4096
+
+
+def worst_case_window_bytes(lines: list[tuple[str, tuple[str, str]]], movements: list[str],
+                            calibrated: bool) -> tuple[int, int]:
+    """Sizes in bytes of the largest metrics and speeds records these lines and movements can produce:
+    every class non-zero, six-digit counts, every statistic present. Used to refuse, at start-up, a camera
+    whose records could exceed ``MAX_PAYLOAD_BYTES``."""
+    big, speed = 99_999, 199.9  # five-digit counts in a window, speeds up to 200 km/h
+    start = "2024-05-01T07:00:00Z"
+    counts = {name: {d: dict.fromkeys(ROAD_USER_CLASSES, big) for d in dirs} for name, dirs in lines}
+    metrics = WindowMetrics(
+        msg_id=window_msg_id("d" * 64, "c" * 64, start), device="d" * 64, camera="c" * 64, window_start=start,
+        window_s=86_400, partial=True, counts=counts,
+        movements={m: dict.fromkeys(ROAD_USER_CLASSES, big) for m in movements} if movements else None,
+        conflicts=ConflictCounts(
+            by_type={t: {"high": big, "medium": big, "low": big} for t in ("rear_end", "crossing", "angled")},
+            vulnerable=big, vehicles_entering=big, per_1000_vehicles=99_999.99,
+        ) if calibrated else None,
+        health=WindowHealth(frames=big * 100, dropped_frames=big * 100, fps=999.999),
+    )
+    stats = (big, big, speed, speed, speed, big)
+    speeds = WindowSpeeds(
+        msg_id=window_msg_id("d" * 64, "c" * 64, start, "speeds"), device="d" * 64, camera="c" * 64,
+        window_start=start, window_s=86_400, partial=True, speed_limit_kmh=300.0,
+        speeds={name: {d: dict.fromkeys(ROAD_USER_CLASSES, stats) for d in dirs} for name, dirs in lines},
+    )
+    return len(metrics.model_dump_json().encode()), len(speeds.model_dump_json().encode()) if calibrated else 0

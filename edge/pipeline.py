@@ -7,19 +7,26 @@ frames carry their wall-clock capture time.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from edge.analytics.conflicts import ConflictAggregator, ConflictDetector, NearMiss
+from edge.analytics.kinematics import GroundKinematics
 from edge.analytics.lines import Crossing, LineCounter
-from edge.analytics.windows import WindowAggregator
+from edge.analytics.movements import MovementAggregator, MovementCounter
+from edge.analytics.speeds import SpeedAggregator
+from edge.analytics.windows import WindowAggregator, WindowExtras, WindowRecord
 from edge.clips.recorder import ClipRecorder
 from edge.clips.redact import BoxCarrier, plate_regions
 from edge.config import CameraConfig, EdgeConfig
-from edge.payloads import WindowMetrics
+from edge.geometry import Calibration
+from edge.payloads import NearMissEvent, iso_utc
 from edge.track import ByteTracker
 from edge.types import MOTOR_VEHICLE_CLASSES, ROAD_USER_CLASSES, Detections, Frame, Tracks
 
@@ -37,7 +44,8 @@ class FrameResult:
     index: int
     tracks: Tracks
     crossings: list[Crossing]
-    windows: list[WindowMetrics]
+    windows: list[WindowRecord]
+    events: list[NearMissEvent] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -47,6 +55,7 @@ class StageTimes:
     detect_s: float = 0.0
     track_s: float = 0.0
     analytics_s: float = 0.0
+    conflicts_s: float = 0.0  # part of analytics_s: ground kinematics and near-miss detection
 
 
 @dataclass(slots=True)
@@ -63,12 +72,28 @@ class CameraPipeline:
         """``start_utc_s`` maps media time to UTC for file sources; live frames bring their own clock."""
         self.camera = camera
         self.detector = detector
+        self.device = config.device_id
         self.tracker = ByteTracker(config.tracker)
         self.counter = LineCounter(camera.lines, camera.counting.hysteresis_px)
+        lines = [(line.name, line.directions) for line in self.counter.lines]
+        calibration = (Calibration.from_config(camera.calibration, where=f"cameras.{camera.name}.calibration")
+                       if camera.calibration is not None else None)
+        self.kinematics = GroundKinematics(camera.kinematics, calibration) if calibration else None
+        self.conflicts = ConflictDetector(camera.conflicts, self.kinematics) if self.kinematics else None
+        self.movements = MovementCounter.from_config(camera.movements) if camera.movements else None
         self.windows = WindowAggregator(
-            config.device_id, camera.name, config.windows.window_s, config.windows.origin,
-            [(line.name, line.directions) for line in self.counter.lines],
+            config.device_id, camera.name, config.windows.window_s, config.windows.origin, lines,
+            WindowExtras(
+                speeds=SpeedAggregator(lines, camera.speeds.speed_limit_kmh) if calibration else None,
+                speed_limit_kmh=camera.speeds.speed_limit_kmh,
+                min_speed_count=camera.speeds.min_count_published,
+                movements=MovementAggregator(self.movements.movement_names) if self.movements else None,
+                conflicts=ConflictAggregator() if self.conflicts else None,
+            ),
         )
+        self._newest_id = 0  # tracker ids grow: a larger id is a road user seen for the first time
+        self._events = 0
+        self._last: Frame | None = None
         self.start_utc_s = start_utc_s if start_utc_s is not None else config.windows.origin.timestamp()
         self.times = StageTimes()
         self.totals = Totals()
@@ -87,18 +112,61 @@ class CameraPipeline:
         t1 = time.perf_counter()
         tracks = self.tracker.update(detections)
         t2 = time.perf_counter()
+        windows = self.windows.advance(self.utc_s(frame), dropped_before)
         crossings = self.counter.update(tracks, frame.t_s)
-        windows = self.windows.add_frame(self.utc_s(frame), crossings, dropped_before)
+        self.windows.add_crossings(crossings)
         if self.recorder is not None:
             self.recorder.observe(frame, self._redaction_boxes(tracks, detections))
         t3 = time.perf_counter()
+        events = self._ground(frame, tracks, crossings)
+        t4 = time.perf_counter()
         self.times.detect_s += t1 - t0
         self.times.track_s += t2 - t1
-        self.times.analytics_s += t3 - t2
+        self.times.analytics_s += t4 - t2
+        self.times.conflicts_s += t4 - t3
         self.totals.frames += 1
         for c in crossings:
             self.totals.crossings[(c.line, c.direction, ROAD_USER_CLASSES[c.class_id])] += 1
-        return FrameResult(frame.index, tracks, crossings, windows)
+        self._last = frame
+        return FrameResult(frame.index, tracks, crossings, windows, events)
+
+    def _ground(self, frame: Frame, tracks: Tracks, crossings: list[Crossing]) -> list[NearMissEvent]:
+        """Speeds, movements and near-misses of this frame; near-misses also trigger clips."""
+        x = self.windows.extras
+        if self.movements is not None and x.movements is not None:
+            x.movements.add(self.movements.update_tracks(tracks, frame.t_s))
+        if self.kinematics is None:
+            return []
+        ground = self.kinematics.update(tracks, frame.t_s)
+        if x.speeds is not None:
+            x.speeds.add(crossings, ground)
+        if self.conflicts is None:
+            return []
+        near_misses = self.conflicts.update(ground, tracks.ended_ids)
+        fresh = tracks.tracker_id > self._newest_id
+        entering = int(np.count_nonzero(fresh & np.isin(tracks.class_id, _VEHICLE_IDS)))
+        if len(tracks):
+            self._newest_id = max(self._newest_id, int(tracks.tracker_id.max()))
+        if x.conflicts is not None:
+            x.conflicts.add(near_misses, entering)
+        return [self._event(frame, nm) for nm in near_misses]
+
+    def _event(self, frame: Frame, nm: NearMiss) -> NearMissEvent:
+        ago_s = max(0.0, frame.t_s - nm.t_s)
+        t_utc = self.utc_s(frame) - ago_s
+        self._events += 1
+        when = iso_utc(datetime.fromtimestamp(t_utc, UTC))
+        key = f"edge-event/{self.device}/{self.camera.name}/{when}/{self._events}"
+        msg_id = str(uuid.uuid5(uuid.NAMESPACE_URL, key))  # deterministic in replay
+        clip = self.recorder.trigger(msg_id, frame, t_utc, ago_s=ago_s) if self.recorder is not None else None
+        return NearMissEvent(
+            msg_id=msg_id, device=self.device, camera=self.camera.name, time=when,
+            conflict_type=nm.conflict_type,
+            severity=nm.severity,
+            road_users=nm.classes,
+            speeds_mps=nm.speeds_mps, vulnerable=nm.vulnerable, ttc_s=nm.ttc_s, pet_s=nm.pet_s,
+            drac_mps2=nm.drac_mps2, location_m=(int(nm.location_m[0]), int(nm.location_m[1])), clip=clip,
+        )
 
     def _redaction_boxes(self, tracks: Tracks, detections: Detections) -> npt.NDArray[np.float32]:
         parts = [np.zeros((0, 4), np.float32)]
@@ -108,7 +176,17 @@ class CameraPipeline:
             parts.append(plate_regions(tracks.xyxy[np.isin(tracks.class_id, _VEHICLE_IDS)], self._plate_frac))
         return np.concatenate(parts)
 
-    def finish(self) -> list[WindowMetrics]:
-        """Close the current partial window (end of file, shutdown)."""
-        last = self.windows.flush()
-        return [last] if last is not None else []
+    def finish(self) -> tuple[list[NearMissEvent], list[WindowRecord]]:
+        """End of stream or shutdown: close open movements and encounters, then the partial window."""
+        events: list[NearMissEvent] = []
+        frame = self._last
+        if frame is not None:
+            x = self.windows.extras
+            if self.movements is not None and x.movements is not None:
+                x.movements.add(self.movements.flush(frame.t_s))
+            if self.conflicts is not None:
+                near_misses = self.conflicts.flush()
+                if x.conflicts is not None:
+                    x.conflicts.add(near_misses, 0)
+                events = [self._event(frame, nm) for nm in near_misses]
+        return events, self.windows.flush()

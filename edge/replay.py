@@ -3,7 +3,8 @@
 Decoding runs in a reader thread feeding a small bounded queue, so it overlaps inference (OpenCV and
 onnxruntime both release the GIL). Nothing is dropped in replay: the reader waits when the queue is
 full. Output: ``OUTDIR/metrics.jsonl`` with one record per window (the last partial window included and
-marked), byte-identical for the same video and config.
+marked), ``OUTDIR/events.jsonl`` with the near-misses and, for a calibrated camera, ``OUTDIR/speeds.jsonl``
+with the speeds per window; all byte-identical for the same video and config.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
+from edge.analytics.windows import WindowRecord
 from edge.clips.recorder import ClipCounters, build_recorder
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
-from edge.payloads import WindowMetrics
+from edge.payloads import NearMissEvent, WindowSpeeds
 from edge.pipeline import CameraPipeline, ObjectDetector, StageTimes
 from edge.source import FileSource
 from edge.types import ROAD_USER_CLASSES, Frame
@@ -43,6 +46,7 @@ class ReplaySummary:
     lines: list[tuple[str, tuple[str, str]]]
     windows: int
     clips: ClipCounters | None = None
+    events: dict[str, int] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -125,7 +129,10 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
     pipeline = CameraPipeline(config, cam, detector, start_utc_s=start_s, recorder=recorder)
     forced = sorted(force_events_s)
     n_windows = 0
+    events: Counter[str] = Counter()
     metrics_tmp = outdir / ".metrics.jsonl.partial"
+    events_tmp = outdir / ".events.jsonl.partial"
+    speeds_tmp = outdir / ".speeds.jsonl.partial"
     with FileSource(video, on_packet=recorder.ring if recorder else None) as source:
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
         reader = _Reader(source, max_frames)
@@ -134,17 +141,24 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
         t0 = time.perf_counter()
         last_t = 0.0
         try:
-            with metrics_tmp.open("w", encoding="utf-8") as out:
+            with (metrics_tmp.open("w", encoding="utf-8") as out, events_tmp.open("w", encoding="utf-8") as ev,
+                  speeds_tmp.open("w", encoding="utf-8") as sp):
 
-                def write(records: list[WindowMetrics]) -> None:
+                def write(records: list[WindowRecord], near_misses: list[NearMissEvent]) -> None:
                     nonlocal n_windows
+                    for e in near_misses:  # events first: a window counts the events that ended in it
+                        ev.write(e.model_dump_json() + "\n")
+                        events[f"{e.conflict_type}/{e.severity}"] += 1
                     for rec in records:
-                        out.write(rec.model_dump_json() + "\n")
-                        n_windows += 1
+                        if isinstance(rec, WindowSpeeds):
+                            sp.write(rec.model_dump_json() + "\n")
+                        else:
+                            out.write(rec.model_dump_json() + "\n")
+                            n_windows += 1
 
                 for frame in reader:
                     result = pipeline.process(frame)
-                    write(result.windows)
+                    write(result.windows, result.events)
                     while recorder is not None and forced and frame.t_s >= forced[0]:
                         recorder.trigger(f"forced-{forced.pop(0):g}", frame, pipeline.utc_s(frame))
                     last_t = frame.t_s
@@ -152,12 +166,18 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                     if bar.n % 25 == 0 and not bar.disable:
                         elapsed = time.perf_counter() - t0
                         bar.set_postfix_str(f"{last_t / elapsed:.1f}x real time" if elapsed else "")
-                write(pipeline.finish())
+                last_events, last_windows = pipeline.finish()
+                write(last_windows, last_events)
             os.replace(metrics_tmp, outdir / "metrics.jsonl")
+            os.replace(events_tmp, outdir / "events.jsonl")
+            if pipeline.kinematics is not None:
+                os.replace(speeds_tmp, outdir / "speeds.jsonl")
         finally:
             reader.close()
             bar.close()
             metrics_tmp.unlink(missing_ok=True)
+            events_tmp.unlink(missing_ok=True)
+            speeds_tmp.unlink(missing_ok=True)
             if recorder is not None:
                 recorder.close()
                 recorder.store.close()
@@ -167,7 +187,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
         video=video, frames=pipeline.totals.frames, video_s=video_s, wall_s=wall, decode_s=reader.decode_s,
         times=pipeline.times, counts=dict(pipeline.totals.crossings),
         lines=[(line.name, line.directions) for line in pipeline.counter.lines], windows=n_windows,
-        clips=recorder.counters if recorder else None,
+        clips=recorder.counters if recorder else None, events=dict(events),
     )
 
 
@@ -185,9 +205,11 @@ def format_summary(s: ReplaySummary) -> str:
     if len(rows) == 1:
         table = "(no counting lines configured)"
     clips = ""
+    if s.events:
+        clips += "\nnear-misses " + ", ".join(f"{k} {v}" for k, v in sorted(s.events.items()))
     if s.clips is not None:
         c = s.clips
-        clips = (f"\nclips written {c.written} ({c.frames_written} frames) | dropped: busy {c.dropped_busy}, "
+        clips += (f"\nclips written {c.written} ({c.frames_written} frames) | dropped: busy {c.dropped_busy}, "
                  f"disk full {c.dropped_enospc}, redaction {c.dropped_redaction}, failed {c.failed}")
     return (
         f"{table}\n\nframes {s.frames} | video {s.video_s:.1f} s | wall {s.wall_s:.1f} s | "

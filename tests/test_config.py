@@ -96,3 +96,9 @@ def test_backoff_bounds_must_be_ordered() -> None:
     assert exc.value.errors == [
         "cameras[0].source: Value error, reconnect_min_s (50.0) must not exceed reconnect_max_s (30.0)"
     ]
+
+
+def test_a_camera_whose_records_could_exceed_4_kb_is_refused() -> None:
+    lines = [{"name": f"line-{i:02d}-long-name", "points_px": [[0, 10 * i], [100, 10 * i + 1]]} for i in range(20)]
+    with pytest.raises(ConfigError, match="over the 4096-byte payload limit"):
+        parse_config({**MINIMAL, "cameras": [{"name": "n", "lines": lines}]})

@@ -80,7 +80,13 @@ def test_cli_replay_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert rec["partial"] is True
     assert rec["health"]["frames"] == 60
     assert set(rec) == {"schema_version", "msg_id", "device", "camera", "window_start", "window_s", "partial",
-                        "counts", "health"}
+                        "counts", "movements", "conflicts", "health"}
+    # the config is calibrated: conflicts counted against the vehicles entering, speeds in their own record
+    assert rec["conflicts"]["vehicles_entering"] >= 2
+    (speeds,) = [json.loads(x) for x in (tmp_path / "out" / "speeds.jsonl").read_text().splitlines()]
+    assert speeds["window_start"] == rec["window_start"]
+    assert set(speeds["speeds"]) == {"Sued", "West", "Nord", "Ost"}
+    assert (tmp_path / "out" / "events.jsonl").exists()
     # the silver car C2 (hand-listed) drives out of the upper-left road across the Sued section
     assert sum(rec["counts"]["Sued"]["down"].values()) >= 1
 

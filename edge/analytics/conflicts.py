@@ -37,6 +37,7 @@ from edge.analytics.surrogate import (
     ttc_s,
 )
 from edge.config import ConflictConfig
+from edge.payloads import ConflictCounts
 from edge.types import ROAD_USER_CLASSES
 
 PERSON = ROAD_USER_CLASSES.index("person")
@@ -242,3 +243,34 @@ def _path_meeting(pa: F64, pb: F64) -> tuple[float, float]:
     flat = int(np.argmin(d))
     ia, ib = divmod(flat, d.shape[1])
     return (float(pa[ia, 1] + pb[ib, 1]) / 2, float(pa[ia, 2] + pb[ib, 2]) / 2)
+
+
+class ConflictAggregator:
+    """Near-misses per window by type and severity, against the motor vehicles that entered."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._by_type: dict[str, dict[str, int]] = {
+            t: {"high": 0, "medium": 0, "low": 0} for t in ("rear_end", "crossing", "angled")
+        }
+        self._vulnerable = 0
+        self._entering = 0
+
+    def add(self, events: list[NearMiss], vehicles_entering: int) -> None:
+        self._entering += vehicles_entering
+        for e in events:
+            self._by_type[e.conflict_type][e.severity] += 1
+            self._vulnerable += int(e.vulnerable)
+
+    def close(self) -> ConflictCounts:
+        total = sum(sum(v.values()) for v in self._by_type.values())
+        out = ConflictCounts(
+            by_type=self._by_type,
+            vulnerable=self._vulnerable,
+            vehicles_entering=self._entering,
+            per_1000_vehicles=round(1000 * total / self._entering, 2) if self._entering else None,
+        )
+        self._reset()
+        return out

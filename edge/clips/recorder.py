@@ -37,7 +37,9 @@ from edge.types import Frame
 log = logging.getLogger(__name__)
 
 _PENDING_JOBS = 2  # clips waiting for the writer; more means it cannot keep up: drop (fail closed)
-_KEEP_MARGIN_S = 3.0  # the pipeline may lag the reader by a few frames; keep a little extra
+#: Kept beyond the pre-roll: the pipeline lags the reader by a few frames, and a near-miss is reported
+#: when its encounter ends, up to a few seconds after its critical moment.
+_KEEP_MARGIN_S = 8.0
 RETENTION_INTERVAL_S = 600.0  # retention also runs on this timer, not only after a write
 
 
@@ -123,25 +125,26 @@ class ClipRecorder:
             self._pending = None
             self.ring.hold(None)
 
-    def trigger(self, event_id: str, frame: Frame, t_utc_s: float) -> str | None:
-        """Record the event at ``frame``: start a clip or extend the open one. Returns the clip id."""
+    def trigger(self, event_id: str, frame: Frame, t_utc_s: float, ago_s: float = 0.0) -> str | None:
+        """Record an event that happened ``ago_s`` before ``frame``, at ``t_utc_s``: start a clip or extend
+        the open one. Returns the clip id."""
         if frame.pts is None:
             return None
+        at = frame.pts - self.ring.pts_delta(ago_s)
         pre, post = self.ring.pts_delta(self.config.pre_roll_s), self.ring.pts_delta(self.config.post_roll_s)
         cap = self.ring.pts_delta(self.config.max_clip_s) - self._frame_pts()
         p = self._pending
-        if p is not None and frame.pts - pre <= p.end_pts and frame.pts <= p.cap_pts:
-            p.end_pts = min(max(p.end_pts, frame.pts + post), p.cap_pts)
+        if p is not None and at - pre <= p.end_pts and at <= p.cap_pts:
+            p.end_pts = min(max(p.end_pts, at + post), p.cap_pts)
             p.event_ids.append(event_id)
             return p.clip_id
-        start = frame.pts - pre
+        start = at - pre
         if p is not None:  # the event lies beyond what the open clip may cover: close it, start after it
             self._submit(p, p.end_pts)
             start = max(start, p.end_pts + self._frame_pts())
-        start_utc = t_utc_s - self.ring.seconds(frame.pts - start)
+        start_utc = t_utc_s - self.ring.seconds(at - start)
         clip_id = f"{self.camera}_{datetime.fromtimestamp(start_utc, UTC).strftime('%Y%m%dT%H%M%S_%f')[:-3]}Z"
-        self._pending = _Pending(clip_id, start, min(frame.pts + post, start + cap), start + cap, start_utc,
-                                 [event_id])
+        self._pending = _Pending(clip_id, start, min(at + post, start + cap), start + cap, start_utc, [event_id])
         self.ring.hold(start)
         return clip_id
 
