@@ -12,6 +12,7 @@ from pathlib import Path
 from edge import __version__
 from edge.config import load_config
 from edge.errors import ConfigError, EdgeError
+from edge.types import ROAD_USER_CLASSES
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -97,6 +98,48 @@ def _cmd_clips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trajectories(args: argparse.Namespace) -> int:
+    import json
+    from collections import Counter
+
+    from edge.config import load_study
+    from edge.trajectories import AnalysisOptions, analyse_trajectories
+
+    study = load_study(args.config)
+    result = analyse_trajectories(
+        args.csv, {k: list(v) for k, v in study.zones_m.items()}, study.lines_m,
+        AnalysisOptions(speed_limit_kmh=study.speed_limit_kmh, conflicts=study.conflicts),
+    )
+    print(f"{args.csv}: {result.n_tracks} tracks over {result.duration_s:.1f} s")
+    if result.movement_counts:
+        print("\nmovement            " + " ".join(f"{c:>10}" for c in ROAD_USER_CLASSES))
+        for name, per_class in sorted(result.movement_counts.items()):
+            print(f"{name:20}" + " ".join(f"{per_class[c]:>10}" for c in ROAD_USER_CLASSES))
+    for line, per_dir in result.speeds.items():
+        for direction, stats_by_class in per_dir.items():
+            for cls, st in stats_by_class.items():
+                if st.count:
+                    print(f"speed {line} {direction} {cls}: n={st.count} mean {st.mean_kmh} p85 {st.p85_kmh} km/h, "
+                          f"{st.over_limit} over {study.speed_limit_kmh:g}")
+    kinds = Counter(f"{nm.conflict_type}/{nm.severity}" for nm in result.near_misses)
+    print(f"\nnear-misses: {len(result.near_misses)} " + (str(dict(sorted(kinds.items()))) if kinds else ""))
+    if args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+        report = {
+            "tracks": result.n_tracks, "duration_s": result.duration_s,
+            "movements": result.movement_counts, "counts": result.counts,
+            "speeds": {ln: {d: {c: st.as_dict() for c, st in pc.items() if st.count or st.unmeasured}
+                            for d, pc in pd.items()} for ln, pd in result.speeds.items()},
+            "near_misses": [{"t_s": nm.t_s, "type": nm.conflict_type, "severity": nm.severity, "ttc_s": nm.ttc_s,
+                             "pet_s": nm.pet_s, "drac_mps2": nm.drac_mps2, "road_users": nm.classes,
+                             "speeds_mps": nm.speeds_mps, "vulnerable": nm.vulnerable, "location_m": nm.location_m}
+                            for nm in result.near_misses],
+        }
+        (args.output / "analysis.json").write_text(json.dumps(report, indent=1))
+        print(f"report: {args.output / 'analysis.json'}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from edge.models import cache_dir, fetch, load_manifest, search_dirs
 
@@ -152,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--clip-id", help="clip id (default: the file name before the first dot)")
     d.add_argument("--password-env", help="environment variable holding the private key's password")
     c.set_defaults(func=_cmd_clips)
+
+    t = sub.add_parser("analyse-trajectories",
+                       help="counts, movements, speeds and near-misses of already-extracted trajectories")
+    t.add_argument("csv", type=Path, help="CSV with columns track_id,class,t_s,x_m,y_m (metres, ground frame)")
+    t.add_argument("-c", "--config", type=Path, required=True, help="study YAML: zones_m, lines_m, thresholds")
+    t.add_argument("-o", "--output", type=Path, help="folder for analysis.json")
+    t.set_defaults(func=_cmd_trajectories)
 
     m = sub.add_parser("models", help="list the model manifest or fetch a pinned model")
     msub = m.add_subparsers(dest="models_cmd", required=True)

@@ -857,3 +857,39 @@ def load_config(path: Path) -> EdgeConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(data, str(path))
+
+
+# ------------------------------------------------------------------------------- trajectory studies
+class TrajectoryStudyConfig(StrictModel):
+    """``edge analyse-trajectories``: zones and lines in the trajectories' own ground frame (metres)."""
+
+    zones_m: dict[str, tuple[Point, ...]] = Field(
+        default_factory=dict, description="Approach name -> polygon [[x, y], ...] in metres, for movements."
+    )
+    lines_m: tuple[LineConfig, ...] = Field(
+        (), description="Counting lines; their points_px are read as metres, and directions must be named."
+    )
+    speed_limit_kmh: float = Field(50.0, gt=0, le=300, description="Posted speed limit for over-limit counts.")
+    conflicts: ConflictConfig = Field(default_factory=ConflictConfig, description="Near-miss thresholds.")
+
+    @field_validator("lines_m")
+    @classmethod
+    def _named_directions(cls, v: tuple[LineConfig, ...]) -> tuple[LineConfig, ...]:
+        for line in v:
+            if line.directions is None:
+                raise ValueError(f"line {line.name!r} needs `directions`: up/down defaults assume image axes")
+        return v
+
+
+def load_study(path: Path) -> TrajectoryStudyConfig:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read study config {path}: {exc.strerror}; check the path") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return TrajectoryStudyConfig.model_validate(data or {})
+    except ValidationError as exc:
+        errors = [f"{_yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path}: {len(errors)} error(s)", errors) from None

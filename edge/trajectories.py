@@ -27,17 +27,18 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from edge.analytics.conflicts import ConflictDetector, NearMiss
 from edge.analytics.kinematics import GroundKinematics
 from edge.analytics.lines import Crossing, LineCounter
 from edge.analytics.movements import Movement, MovementAggregator, MovementCounter, MovementStats, MovementWindow, Zone
 from edge.analytics.speeds import MPS_TO_KMH, SpeedAggregator, SpeedWindow
-from edge.config import KinematicsConfig, LineConfig
+from edge.config import ConflictConfig, KinematicsConfig, LineConfig
 from edge.errors import SourceError
 from edge.types import ROAD_USER_CLASSES, IntArray, Tracks
 
@@ -171,6 +172,7 @@ class TrajectoryAnalysis:
     counts: dict[str, dict[str, dict[str, int]]]
     speeds: SpeedWindow
     track_speeds_kmh: dict[int, float]
+    near_misses: list[NearMiss]
 
 
 def _zones(zones_m: Mapping[str, npt.ArrayLike] | Sequence[Zone], origin: F64) -> list[Zone]:
@@ -201,6 +203,7 @@ class AnalysisOptions:
     exit_dwell_s: float = 0.5
     handover_radius_m: float = 0.0
     handover_max_gap_s: float = 1.0
+    conflicts: ConflictConfig | None = field(default_factory=ConflictConfig)
 
 
 def analyse(
@@ -228,9 +231,10 @@ def analyse(
         handover_max_gap_s=opt.handover_max_gap_s,
     )
     counter = LineCounter(lines, opt.line_hysteresis_m)
-    kin = GroundKinematics(
-        opt.kinematics or KinematicsConfig(history_samples=0), measurement_noise_m=opt.measurement_noise_m
-    )
+    default_kin = KinematicsConfig(history_samples=100 if opt.conflicts is not None else 0)  # history: PET
+    kin = GroundKinematics(opt.kinematics or default_kin, measurement_noise_m=opt.measurement_noise_m)
+    conflicts = ConflictDetector(opt.conflicts, kin) if opt.conflicts is not None else None
+    near_misses: list[NearMiss] = []
     speeds = SpeedAggregator([(c.name, c.directions) for c in counter.lines], opt.speed_limit_kmh)
     per_track: dict[int, list[float]] = {}
     counts = {c.name: {d: dict.fromkeys(ROAD_USER_CLASSES, 0) for d in c.directions} for c in counter.lines}
@@ -262,8 +266,12 @@ def analyse(
             counts[c.line][c.direction][ROAD_USER_CLASSES[c.class_id]] += 1
         crossings.extend(crossed)
         found.extend(movements.update(ids, cls, pts, t, ended))
+        if conflicts is not None:
+            near_misses.extend(conflicts.update(ground, tuple(ended)))
         t_prev = t
     found.extend(movements.flush(t_prev))
+    if conflicts is not None:
+        near_misses.extend(conflicts.flush())
     aggregator = MovementAggregator(movements.movement_names)
     aggregator.add(found)
     duration = float(trajectories.t_s[-1] - trajectories.t_s[0]) if len(trajectories) else 0.0
@@ -277,6 +285,9 @@ def analyse(
         counts=counts,
         speeds=speeds.close(),
         track_speeds_kmh={tid: float(np.median(v)) for tid, v in sorted(per_track.items())},
+        near_misses=[replace(nm, location_m=(nm.location_m[0] + round(float(origin[0])),
+                                              nm.location_m[1] + round(float(origin[1]))))
+                     for nm in near_misses],
     )
 
 
