@@ -55,7 +55,7 @@ def main() -> None:
     pipeline_fps = s.fps
     per_frame_ms = {k: 1000 * v / max(s.frames, 1) for k, v in (
         ("decode (reader thread)", s.decode_s), ("detect", s.times.detect_s), ("track", s.times.track_s),
-        ("analytics", s.times.analytics_s))}
+        ("analytics", s.times.analytics_s), ("  of which ground+conflicts", s.times.conflicts_s))}
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"video            {args.video} ({n1} frames, {fps_video:g} fps, {n1 / fps_video:.1f} s)")
     print(f"model            {config.detector.model} {detector.input_w}x{detector.input_h}, "
@@ -66,6 +66,10 @@ def main() -> None:
     print(f"real time        {s.x_real_time:8.2f} x")
     for stage, ms in per_frame_ms.items():
         print(f"  {stage:22} {ms:7.2f} ms/frame")
+    frame_ms = 1000 * s.wall_s / max(s.frames, 1)
+    print(f"ground+conflicts {100 * per_frame_ms['  of which ground+conflicts'] / frame_ms:8.2f} % of the per-frame time "
+          f"({frame_ms:.2f} ms/frame)")
+    print(f"near-misses      {dict(sorted(s.events.items()))}")
     print(f"peak RSS         {peak_rss_mb:8.1f} MB")
     print(f"counts           {dict(sorted(s.counts.items()))}")
 
