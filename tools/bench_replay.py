@@ -67,8 +67,8 @@ def main() -> None:
     for stage, ms in per_frame_ms.items():
         print(f"  {stage:22} {ms:7.2f} ms/frame")
     frame_ms = 1000 * s.wall_s / max(s.frames, 1)
-    print(f"ground+conflicts {100 * per_frame_ms['  of which ground+conflicts'] / frame_ms:8.2f} % of the per-frame time "
-          f"({frame_ms:.2f} ms/frame)")
+    share = 100 * per_frame_ms["  of which ground+conflicts"] / frame_ms
+    print(f"ground+conflicts {share:8.2f} % of the per-frame time ({frame_ms:.2f} ms/frame)")
     print(f"near-misses      {dict(sorted(s.events.items()))}")
     print(f"peak RSS         {peak_rss_mb:8.1f} MB")
     print(f"counts           {dict(sorted(s.counts.items()))}")
