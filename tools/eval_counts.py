@@ -41,10 +41,46 @@ def motor_counts(s: ReplaySummary, line: str) -> Counter[str]:
     return out
 
 
+def otc_speeds(shared: Path, model: str | None) -> None:
+    """Median ground speed of each track of our own pipeline on the calibrated OTC clips."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    from edge.analytics.kinematics import GroundKinematics
+    from edge.geometry import Calibration
+    from edge.source import FileSource
+    from edge.track import ByteTracker
+    from edge.types import ROAD_USER_CLASSES
+
+    config = with_model(load_config(REPO / "config" / "otc-intersection.yaml"), model, shared / "models")
+    camera = config.cameras[0]
+    if camera.calibration is None:
+        return
+    detector = Detector(config.detector)
+    for clip in ("Cars-Cyclist", "Cars-Truck"):
+        tracker = ByteTracker(config.tracker)
+        kinematics = GroundKinematics(camera.kinematics, Calibration.from_config(camera.calibration))
+        speeds: dict[int, list[float]] = defaultdict(list)
+        classes: dict[int, int] = {}
+        video = shared / "footage" / "otc-intersection" / f"Testvideo_{clip}_FR20_2020-01-01_00-00-00.mp4"
+        with FileSource(video) as source:
+            for frame in source:
+                g = kinematics.update(tracker.update(detector(frame.image)), frame.t_s)
+                for i in np.flatnonzero(g.valid):
+                    speeds[int(g.tracker_id[i])].append(float(g.speed_mps[i]) * 3.6)
+                    classes[int(g.tracker_id[i])] = int(g.class_id[i])
+        rows = [f"{ROAD_USER_CLASSES[classes[t]]} #{t} {np.median(v):.1f}" for t, v in sorted(speeds.items())
+                if len(v) >= 10]
+        print(f"== otc-intersection {clip}: median ground speed (km/h) per track with >= 10 valid frames: "
+              + "; ".join(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     ap.add_argument("--model", help="manifest model name (default: the config's)")
+    ap.add_argument("--speeds", action="store_true", help="also: per-track speeds on the calibrated OTC clips")
     args = ap.parse_args()
     footage = args.shared / "footage"
     model_dir = args.shared / "models"
@@ -74,6 +110,8 @@ def main() -> None:
             listed = [f"{r['id']} {r['class'].split(' (')[0]} (moving: {r['moving']})" for r in csv.DictReader(f)]
         print(f"== otc-intersection {clip}: road users listed by hand: {'; '.join(listed)}")
         print(format_summary(s) + "\n")
+    if args.speeds:
+        otc_speeds(args.shared, args.model)
 
 
 if __name__ == "__main__":
