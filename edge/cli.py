@@ -14,6 +14,8 @@ from edge.config import load_config
 from edge.errors import ConfigError, EdgeError
 from edge.types import ROAD_USER_CLASSES
 
+log = logging.getLogger("edge")
+
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
@@ -54,6 +56,34 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     print(f"{args.video} with {config.detector.model} ({', '.join(detector.providers)})")
     print(format_summary(summary))
     print(f"metrics: {args.output / 'metrics.jsonl'}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge.detect import Detector
+    from edge.service import Service
+
+    config = load_config(args.config)
+    service = Service(config, args.config, Detector(config.detector))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.start()
+    print(f"edge run: device {config.device_id}, {len(config.cameras)} camera(s), attestation "
+          f"{'ok' if service.attestation['ok'] else 'FAILED'}", flush=True)
+    watchdog = threading.Thread(target=service.run_forever, name="watchdog", daemon=True)
+    watchdog.start()
+    stopping.wait()
+    service.stop(args.flush_timeout)
+    print("edge run: stopped", flush=True)
     return 0
 
 
@@ -177,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force-event", type=float, action="append", default=[], metavar="T_S",
                    help="trigger a clip event at this media time (seconds); repeatable; for testing clips")
     r.set_defaults(func=_cmd_replay)
+
+    run = sub.add_parser("run", help="the device service: every camera of the config, publishing over MQTT")
+    run.add_argument("-c", "--config", type=Path, required=True)
+    run.add_argument("--flush-timeout", type=float, default=10.0, help="seconds to drain the outbox at stop")
+    run.set_defaults(func=_cmd_run)
 
     a = sub.add_parser("attest", help="print the attestation record: version, protocol, limits, hashes, checks")
     a.add_argument("-c", "--config", type=Path, required=True)

@@ -38,6 +38,10 @@ def _check_backoff(min_s: float, max_s: float) -> None:
 class FileSourceConfig(StrictModel):
     kind: Literal["file"] = "file"
     path: Path = Field(description="Video file (anything FFmpeg reads). Audio tracks are ignored.")
+    realtime: bool = Field(
+        False, description="`edge run` only: pace the file at its frame rate, like a camera (tests, soak runs)."
+    )
+    loop: bool = Field(False, description="`edge run` only: start again at the end, like a camera that never stops.")
 
 
 class RtspSourceConfig(StrictModel):

@@ -179,6 +179,18 @@ class MqttHealth(Payload):
     connect_attempts: int = Field(ge=0, description="Connection attempts, successful or not.")
 
 
+class CameraHealth(Payload):
+    state: Literal["connecting", "streaming", "reconnecting", "closed", "crashed", "stopped"] = Field(
+        description="The camera source's state, or the worker's when it is not running."
+    )
+    frames: int = Field(ge=0, description="Frames processed since start.")
+    dropped_frames: int = Field(ge=0, description="Frames the live reader replaced before they were processed.")
+    restarts: int = Field(ge=0, description="Times the watchdog restarted this camera's worker.")
+    frame_age_s: float | None = Field(None, ge=0, description="Seconds since the last processed frame.")
+    clips_written: int = Field(ge=0)
+    clips_dropped: int = Field(ge=0, description="Clips not written: busy writer, disk full, redaction, errors.")
+
+
 class DeviceHealth(Payload):
     """Delivery health on ``{prefix}/{device}/health``: after each connect and periodically while connected."""
 
@@ -193,6 +205,10 @@ class DeviceHealth(Payload):
     )
     outbox: OutboxHealth
     mqtt: MqttHealth
+    cameras: dict[str, CameraHealth] | None = Field(
+        None, max_length=16, description="Per camera, from `edge run`: pipeline and source state."
+    )
+    cpu_temp_c: float | None = Field(None, description="Hottest thermal zone, when the kernel exposes one.")
 
 
 #: Largest payload the device sends (the broker's max_packet_size should be just above it): an image

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from edge.config import EdgeConfig, load_config
+from tests.mqtt_broker import Broker, Pki, make_pki, missing_tools
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -41,3 +43,20 @@ def repo_config(name: str, model_dir: Path) -> EdgeConfig:
     return config.model_copy(
         update={"detector": config.detector.model_copy(update={"model_dir": model_dir})}
     )
+
+
+# ------------------------------------------------------------------------------ a real Mosquitto broker
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    if absent := missing_tools():
+        missing(f"{', '.join(absent)} not found: the MQTT tests run a real broker; install it with "
+                "`apt-get install mosquitto mosquitto-clients openssl`")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def broker(pki: Pki, tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker", pki)
+    b.start()
+    yield b
+    b.stop()

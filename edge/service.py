@@ -1,0 +1,285 @@
+"""The device service, ``edge run``: every camera in its own worker, one MQTT publisher, a watchdog.
+
+    start()  -> core dumps off, attestation, publisher (retained "online" with the attestation),
+                one worker per camera, watchdog; systemd READY=1
+    watchdog -> every second: restart a crashed worker (within a budget per hour), report stalled
+                cameras, publish health, systemd WATCHDOG=1 while the pipeline is healthy
+    stop()   -> SIGTERM: each worker closes its partial window into the outbox, then the publisher
+                flushes what it can and disconnects (the broker then publishes the retained "offline")
+
+Nothing here blocks on the network: workers write to the outbox, and only the publisher's own thread
+talks to the broker. A camera fault never ends the process (the source reconnects with back-off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge.attest import attestation, disable_core_dumps
+from edge.clips.recorder import ClipRecorder, build_recorder
+from edge.config import CameraConfig, EdgeConfig, FileSourceConfig
+from edge.errors import ConfigError
+from edge.payloads import CameraHealth, DeviceHealth, Payload, WindowMetrics, WindowSpeeds, iso_utc
+from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector
+from edge.publish.mqtt import MqttPublisher
+from edge.source import FileSource, LiveSource, SourceState, open_source
+from edge.types import Frame
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_PERIOD_S = 1.0
+RESTARTS_PER_HOUR = 10
+STALL_REPORT_S = 10.0
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (``Type=notify``, ``WatchdogSec=``) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+        sock.sendto(message.encode(), address)
+        return True
+    return False
+
+
+class Sink:
+    """Where a worker's records go: the publisher's outbox (never blocks on the network)."""
+
+    def __init__(self, publisher: MqttPublisher) -> None:
+        self.publisher = publisher
+
+    def window(self, record: WindowMetrics | WindowSpeeds) -> None:
+        if isinstance(record, WindowSpeeds):
+            self.publisher.put_speeds(record)
+        else:
+            self.publisher.put_metrics(record)
+
+    def event(self, record: Payload, camera: str) -> None:
+        self.publisher.put("event", record, camera)
+
+
+@dataclass
+class WorkerStats:
+    frames: int = 0
+    dropped: int = 0
+    windows: int = 0
+    events: int = 0
+    restarts: int = 0
+    last_frame_mono: float | None = None
+
+
+class CameraWorker:
+    """One camera in its own thread: source -> pipeline -> sink. ``stop`` flushes the partial window."""
+
+    def __init__(self, config: EdgeConfig, camera: CameraConfig, detector: ObjectDetector, sink: Sink) -> None:
+        if camera.source is None:
+            raise ConfigError(f"camera {camera.name}: `edge run` needs cameras[].source (rtsp, usb or file)")
+        self.config, self.camera, self.detector, self.sink = config, camera, detector, sink
+        self.stats = WorkerStats()
+        self.error: BaseException | None = None
+        self.finished = False  # a file source without `loop` that reached its end: not restarted
+        self._stop = threading.Event()
+        self._source: FileSource | LiveSource | None = None
+        self._thread: threading.Thread | None = None
+        self.recorder: ClipRecorder | None = None
+
+    # ------------------------------------------------------------------------------------------ control
+    def start(self) -> None:
+        self.error = None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.camera.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        source = self._source
+        if isinstance(source, LiveSource):
+            source.close()  # unblocks the frame iterator
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def state(self) -> str:
+        if not self.alive:
+            return "crashed" if self.error is not None else "closed" if self.finished else "stopped"
+        source = self._source
+        if isinstance(source, LiveSource):
+            return source.state.value
+        return "streaming"
+
+    # ------------------------------------------------------------------------------------------- thread
+    def _run(self) -> None:
+        try:
+            self._work()
+        except Exception as exc:  # a crashed worker is restarted by the watchdog
+            self.error = exc
+            log.exception("camera %s: worker crashed", self.camera.name)
+
+    def _frames(self, recorder: ClipRecorder | None) -> tuple[FileSource | LiveSource, bool]:
+        source = self.camera.source
+        if source is None:
+            raise ConfigError(f"camera {self.camera.name}: no source")
+        tap = recorder.ring if recorder is not None else None
+        return open_source(source, on_packet=tap), isinstance(source, FileSourceConfig)
+
+    def _work(self) -> None:
+        cfg = self.config
+        recorder = build_recorder(cfg.clips, cfg.device_id, self.camera.name) if cfg.clips.enabled else None
+        self.recorder = recorder
+        pipeline = CameraPipeline(cfg, self.camera, self.detector, recorder=recorder)
+        file_cfg = self.camera.source if isinstance(self.camera.source, FileSourceConfig) else None
+        index = 0
+        try:
+            while not self._stop.is_set():
+                source, is_file = self._frames(recorder)
+                self._source = source
+                dropped_seen = 0
+                t_start = time.monotonic()
+                try:
+                    for frame in source:
+                        if self._stop.is_set():
+                            break
+                        if is_file:  # a file standing in for a camera: live clock, optional pacing
+                            if file_cfg is not None and file_cfg.realtime and isinstance(source, FileSource):
+                                delay = t_start + frame.t_s - time.monotonic()
+                                if delay > 0 and self._stop.wait(delay):
+                                    break
+                            frame = Frame(frame.image, index, time.monotonic(), time.time(), frame.pts)
+                        index += 1
+                        dropped = source.dropped_frames - dropped_seen if isinstance(source, LiveSource) else 0
+                        dropped_seen += dropped
+                        self.stats.dropped += dropped
+                        self._handle(pipeline.process(frame, dropped))
+                finally:
+                    source.close()
+                if not (is_file and file_cfg is not None and file_cfg.loop):
+                    self.finished = is_file and not self._stop.is_set()
+                    break
+        finally:
+            events, windows = pipeline.finish()  # the partial window goes to the outbox, not lost
+            for e in events:
+                self.sink.event(e, self.camera.name)
+            for w in windows:
+                self.sink.window(w)
+            self.stats.windows += len(windows)
+            if recorder is not None:
+                recorder.close()
+                recorder.store.close()
+
+    def _handle(self, result: FrameResult) -> None:
+        self.stats.frames += 1
+        self.stats.last_frame_mono = time.monotonic()
+        for e in result.events:
+            self.sink.event(e, self.camera.name)
+            self.stats.events += 1
+        for w in result.windows:
+            self.sink.window(w)
+            self.stats.windows += isinstance(w, WindowMetrics)
+
+
+class Service:
+    """All cameras of one device."""
+
+    def __init__(self, config: EdgeConfig, config_path: Path, detector: ObjectDetector) -> None:
+        if config.mqtt is None:
+            raise ConfigError("`edge run` needs an mqtt section: the device publishes only over MQTT")
+        self.config = config
+        self.attestation = attestation(config, config_path)
+        self.publisher = MqttPublisher(config.mqtt, config.device_id, attestation=self.attestation)
+        sink = Sink(self.publisher)
+        self.workers = [CameraWorker(config, cam, detector, sink) for cam in config.cameras]
+        self._restarts: dict[str, deque[float]] = {w.camera.name: deque() for w in self.workers}
+        self._stop = threading.Event()
+        self._last_health = 0.0
+        self.health_interval_s = 60.0
+
+    def start(self) -> None:
+        disable_core_dumps()
+        if not self.attestation["ok"]:
+            failed = [c["name"] for c in self.attestation["checks"] if not c["ok"]]
+            log.error("start-up checks failed: %s (see `edge attest`)", ", ".join(failed))
+        self.publisher.start()
+        for w in self.workers:
+            w.start()
+        sd_notify("READY=1")
+
+    def run_forever(self) -> None:
+        """The watchdog loop, until ``stop`` (SIGTERM)."""
+        while not self._stop.wait(WATCHDOG_PERIOD_S):
+            healthy = self.watchdog_tick()
+            if healthy:
+                sd_notify("WATCHDOG=1")
+
+    def watchdog_tick(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        healthy = True
+        for w in self.workers:
+            if not w.alive and not w.finished and not self._stop.is_set():
+                recent = self._restarts[w.camera.name]
+                while recent and now - recent[0] > 3600:
+                    recent.popleft()
+                if len(recent) < RESTARTS_PER_HOUR:
+                    recent.append(now)
+                    w.stats.restarts += 1
+                    log.warning("camera %s: worker %s; restarting (%d in the last hour)", w.camera.name,
+                                "crashed" if w.error else "stopped", len(recent))
+                    w.start()
+                else:
+                    healthy = False
+                    log.error("camera %s: worker restart budget spent; staying down", w.camera.name)
+            age = now - w.stats.last_frame_mono if w.stats.last_frame_mono is not None else None
+            if age is not None and age > STALL_REPORT_S and w.state == SourceState.STREAMING.value:
+                healthy = False  # frames stopped but the source does not know yet: let systemd decide
+        if now - self._last_health >= self.health_interval_s:
+            self._last_health = now
+            self.publisher.put("health", self.health())
+        return healthy
+
+    def health(self) -> DeviceHealth:
+        base = self.publisher.health()
+        now = time.monotonic()
+        cameras = {}
+        for w in self.workers:
+            age = now - w.stats.last_frame_mono if w.stats.last_frame_mono is not None else None
+            clips = w.recorder.counters if w.recorder is not None else None
+            cameras[w.camera.name] = CameraHealth(
+                state=w.state, frames=w.stats.frames, dropped_frames=w.stats.dropped, restarts=w.stats.restarts,
+                frame_age_s=round(age, 3) if age is not None else None,
+                clips_written=clips.written if clips else 0,
+                clips_dropped=(clips.dropped_busy + clips.dropped_enospc + clips.dropped_redaction + clips.failed)
+                if clips else 0,
+            )
+        return base.model_copy(update={"cameras": cameras, "cpu_temp_c": cpu_temperature_c(),
+                                       "time": iso_utc(datetime.now(UTC))})
+
+    def stop(self, flush_timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        sd_notify("STOPPING=1")
+        for w in self.workers:
+            w.stop()
+        self.publisher.stop(flush_timeout_s)
+
+
+def cpu_temperature_c() -> float | None:
+    """The highest thermal-zone temperature, when the kernel exposes one."""
+    temps = []
+    for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
+        with contextlib.suppress(OSError, ValueError):
+            temps.append(int(zone.read_text().strip()) / 1000)
+    return max(temps) if temps else None

@@ -1,0 +1,98 @@
+"""``edge run`` end to end: a file standing in for a camera, a real Mosquitto, SIGTERM at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.config import EdgeConfig, parse_config
+from edge.errors import ConfigError
+from edge.protocol import PROTOCOL
+from edge.service import CameraWorker, Service
+from tests.conftest import REPO, shared_path
+from tests.mqtt_broker import (
+    DEVICE,
+    DEVICE_PASSWORD,
+    PREFIX,
+    Broker,
+    Collector,
+    wait_until,
+)
+
+
+def device_config(broker: Broker, tmp_path: Path, **source: object) -> Path:
+    mqtt = broker.publisher_config(tmp_path / "outbox.sqlite").model_dump(mode="json", exclude_none=True)
+    data = {
+        "device_id": DEVICE,
+        "detector": {"model_dir": str(shared_path("models"))},
+        "mqtt": mqtt,
+        "cameras": [{
+            "name": "north",
+            "source": {"kind": "file", "path": str(shared_path(
+                "footage/otc-intersection/Testvideo_Cars-Cyclist_FR20_2020-01-01_00-00-00.mp4")), **source},
+            "lines": yaml.safe_load((REPO / "config" / "otc-intersection.yaml").read_text())["cameras"][0]["lines"],
+        }],
+    }
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_edge_run_publishes_status_metrics_and_goes_offline_on_sigterm(broker: Broker, tmp_path: Path) -> None:
+    col = Collector(broker.plain_port, client_id="collector-run").start()
+    try:
+        config = device_config(broker, tmp_path, realtime=True, loop=True)
+        env = {**os.environ, "EDGE_TEST_MQTT_PASSWORD": DEVICE_PASSWORD}
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(config)], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            status = f"{PREFIX}/{DEVICE}/status"
+            assert wait_until(lambda: any(m.json().get("state") == "online" for m in col.messages(status)), 30)
+            online = next(m.json() for m in col.messages(status) if m.json().get("state") == "online")
+            assert online["attestation"]["protocol"]["id"] == PROTOCOL.id
+            time.sleep(4)  # the 3 s clip plays in real time, then loops
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+        assert "edge run: stopped" in out
+        metrics_topic = f"{PREFIX}/{DEVICE}/north/metrics"
+        # SIGTERM closes the partial window into the outbox and the publisher drains it before leaving
+        assert wait_until(lambda: len(col.messages(metrics_topic)) >= 1, 10)
+        (rec,) = [m.json() for m in col.messages(metrics_topic)]
+        assert rec["partial"] is True
+        assert rec["health"]["frames"] >= 60  # more than one pass of the 60-frame clip, paced in real time
+        assert rec["health"]["frames"] <= 20 * 12  # ... and no faster than 20 fps
+        assert wait_until(lambda: col.messages(status)[-1].json().get("state") == "offline", 10)
+        assert "s3cret" not in err and DEVICE_PASSWORD not in err + out  # secrets never logged
+    finally:
+        col.stop()
+
+
+def test_run_refuses_a_config_without_mqtt_or_sources(tmp_path: Path) -> None:
+    config = parse_config({"device_id": "d", "detector": {"model_dir": str(shared_path("models"))},
+                           "cameras": [{"name": "c"}]})
+    with pytest.raises(ConfigError, match="mqtt"):
+        Service(config, tmp_path / "x.yaml", lambda image: None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="source"):
+        CameraWorker(config, config.cameras[0], lambda image: None, None)  # type: ignore[arg-type]
+
+
+def test_status_payload_stays_small_with_the_attestation(broker: Broker, tmp_path: Path) -> None:
+    from edge.attest import attestation
+    from edge.config import load_config
+
+    path = device_config(broker, tmp_path)
+    record = attestation(load_config(path), path)
+    assert len(json.dumps(record)) < 4096
+    assert isinstance(load_config(path), EdgeConfig)
