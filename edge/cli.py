@@ -50,12 +50,31 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             update={"detector": config.detector.model_copy(update={"model_dir": args.model_dir})}
         )
     detector = Detector(config.detector)
+    publisher = None
+    if args.mqtt is not None or args.publish:
+        from edge.config import MqttConfig
+        from edge.publish.mqtt import MqttPublisher
+
+        mqtt = config.mqtt
+        if args.mqtt is not None:  # a dashboard broker for this replay; the outbox lives in the output folder
+            mqtt = MqttConfig(url=args.mqtt, outbox_path=args.output / "outbox.sqlite3")
+        if mqtt is None:
+            raise ConfigError("--publish needs an mqtt section in the config (or use --mqtt URL)")
+        args.output.mkdir(parents=True, exist_ok=True)
+        publisher = MqttPublisher(mqtt, config.device_id)
+        publisher.start()
     progress = sys.stderr.isatty() and not args.quiet and os.environ.get("CI") != "true"
-    summary = replay(args.video, config, detector, args.output, camera=args.camera, start_time=args.start_time,
-                     max_frames=args.max_frames, progress=progress, force_events_s=tuple(args.force_event))
+    try:
+        summary = replay(args.video, config, detector, args.output, camera=args.camera,
+                         start_time=args.start_time, max_frames=args.max_frames, progress=progress,
+                         force_events_s=tuple(args.force_event), publisher=publisher)
+    finally:
+        drained = publisher.stop(args.flush_timeout) if publisher is not None else True
     print(f"{args.video} with {config.detector.model} ({', '.join(detector.providers)})")
     print(format_summary(summary))
     print(f"metrics: {args.output / 'metrics.jsonl'}")
+    if not drained:
+        print(f"published: not all acknowledged within {args.flush_timeout:g} s; the outbox keeps the rest")
     return 0
 
 
@@ -204,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--model-dir", type=Path, help="folder with the model file (overrides the config)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--publish", action="store_true", help="also publish over MQTT as the config's mqtt says")
+    r.add_argument("--mqtt", metavar="URL", help="also publish to this broker, e.g. mqtt://127.0.0.1:1883")
+    r.add_argument("--flush-timeout", type=float, default=30.0, help="seconds to wait for broker acks at the end")
     r.add_argument("--force-event", type=float, action="append", default=[], metavar="T_S",
                    help="trigger a clip event at this media time (seconds); repeatable; for testing clips")
     r.set_defaults(func=_cmd_replay)

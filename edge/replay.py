@@ -28,6 +28,7 @@ from edge.config import EdgeConfig
 from edge.errors import EdgeError
 from edge.payloads import NearMissEvent, WindowSpeeds
 from edge.pipeline import CameraPipeline, ObjectDetector, StageTimes
+from edge.publish.mqtt import MqttPublisher
 from edge.source import FileSource
 from edge.types import ROAD_USER_CLASSES, Frame
 
@@ -112,11 +113,13 @@ class _Reader:
 
 def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Path, *,
            camera: str | None = None, start_time: datetime | None = None, max_frames: int | None = None,
-           progress: bool = False, force_events_s: tuple[float, ...] = ()) -> ReplaySummary:
+           progress: bool = False, force_events_s: tuple[float, ...] = (),
+           publisher: MqttPublisher | None = None) -> ReplaySummary:
     """Replay ``video`` through the pipeline of ``camera`` and write ``outdir/metrics.jsonl``.
 
     With ``clips.enabled`` the clips go to ``outdir/clips``. ``force_events_s`` triggers a clip event at
-    these media times (seconds): for testing the clip path before near-miss detection runs.
+    these media times (seconds): for testing the clip path before near-miss detection runs. With a
+    ``publisher`` the same records also go to its outbox (and so to the broker), as on the device.
     """
     cam = config.camera(camera)
     try:
@@ -149,12 +152,18 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                     for e in near_misses:  # events first: a window counts the events that ended in it
                         ev.write(e.model_dump_json() + "\n")
                         events[f"{e.conflict_type}/{e.severity}"] += 1
+                        if publisher is not None:
+                            publisher.put_event(e)
                     for rec in records:
                         if isinstance(rec, WindowSpeeds):
                             sp.write(rec.model_dump_json() + "\n")
+                            if publisher is not None:
+                                publisher.put_speeds(rec)
                         else:
                             out.write(rec.model_dump_json() + "\n")
                             n_windows += 1
+                            if publisher is not None:
+                                publisher.put_metrics(rec)
 
                 for frame in reader:
                     result = pipeline.process(frame)

@@ -96,3 +96,30 @@ def test_status_payload_stays_small_with_the_attestation(broker: Broker, tmp_pat
     record = attestation(load_config(path), path)
     assert len(json.dumps(record)) < 4096
     assert isinstance(load_config(path), EdgeConfig)
+
+
+def test_replay_publishes_the_same_records_it_writes(broker: Broker, tmp_path: Path) -> None:
+    col = Collector(broker.plain_port, client_id="collector-replay").start()
+    try:
+        data = yaml.safe_load((REPO / "config" / "highway-overpass.yaml").read_text())
+        data["device_id"] = DEVICE
+        data["cameras"][0]["name"] = "north"
+        data["detector"] = {"model_dir": str(shared_path("models"))}
+        data["mqtt"] = broker.publisher_config(tmp_path / "outbox.sqlite").model_dump(mode="json", exclude_none=True)
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump(data))
+        env = {**os.environ, "EDGE_TEST_MQTT_PASSWORD": DEVICE_PASSWORD}
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge.cli", "replay", str(shared_path("footage/highway-overpass/video1.avi")),
+             "-c", str(config), "-o", str(tmp_path / "out"), "--publish", "--start-time", "2024-05-01T07:00:50Z"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+        written = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+        assert len(written) == 2
+        topic = f"{PREFIX}/{DEVICE}/north/metrics"
+        assert wait_until(lambda: len(col.messages(topic)) >= 2, 10)
+        received = sorted((m.json() for m in col.messages(topic)), key=lambda r: r["window_start"])
+        assert [r["msg_id"] for r in received] == [r["msg_id"] for r in written]
+        assert [r["counts"] for r in received] == [r["counts"] for r in written]
+    finally:
+        col.stop()
