@@ -56,16 +56,21 @@ class ConflictCounts(Payload):
     )
 
 
-class WindowMetrics(Payload):
-    """One anonymous metrics record per camera and window."""
+class WindowHeader(Payload):
+    """What every per-window record starts with; (device, camera, window_start) is its key."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    msg_id: str = Field(description="Deterministic id of (device, camera, window_start).")
+    msg_id: str = Field(description="Deterministic id of (device, camera, window_start, record kind).")
     device: str
     camera: str
     window_start: str = Field(description="ISO 8601 UTC start of the window, e.g. 2024-05-01T07:00:00Z.")
     window_s: int = Field(gt=0)
     partial: bool = Field(description="True for a window cut short by the end of the stream.")
+
+
+class WindowMetrics(WindowHeader):
+    """One anonymous metrics record per camera and window."""
+
     counts: dict[str, dict[str, dict[RoadUserClass, int]]] = Field(
         description="Line -> direction -> road-user class -> number of crossings."
     )
@@ -77,18 +82,11 @@ class WindowMetrics(Payload):
     health: WindowHealth
 
 
-class WindowSpeeds(Payload):
+class WindowSpeeds(WindowHeader):
     """Speeds at the counting lines per window, for a calibrated camera (a record of its own: with the
     counts it would not fit the 4 KB payload limit). Keyed like the metrics by (device, camera,
     window_start)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
-    msg_id: str = Field(description="Deterministic id of (device, camera, window_start, speeds).")
-    device: str
-    camera: str
-    window_start: str = Field(description="ISO 8601 UTC start of the window, as in the metrics record.")
-    window_s: int = Field(gt=0)
-    partial: bool
     speed_limit_kmh: float = Field(gt=0, description="The limit behind over_limit.")
     speeds: dict[str, dict[str, dict[RoadUserClass, SpeedStats]]] = Field(
         description="Line -> direction -> class -> [count, unmeasured, mean_kmh, p50_kmh, p85_kmh, over_limit]; "

@@ -29,9 +29,10 @@ import numpy.typing as npt
 
 from edge.clips.buffer import PacketRing, Snapshot
 from edge.clips.codec import encode_clip, probe
-from edge.clips.store import ClipRecord, ClipStore, sha256_of
+from edge.clips.store import ClipRecord, ClipStore
 from edge.config import ClipsConfig
 from edge.errors import ClipError
+from edge.models import sha256_file
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ class ClipRecorder:
             record = ClipRecord(
                 id=job.clip_id, file=f"{job.clip_id}{suffix}", camera=self.camera,
                 start_utc_s=job.start_utc_s, end_utc_s=job.end_utc_s, event_ids=job.event_ids,
-                frames=encoded.frames, bytes=partial.stat().st_size, sha256=sha256_of(partial),
+                frames=encoded.frames, bytes=partial.stat().st_size, sha256=sha256_file(partial),
                 encrypted=self._encrypt is not None, created_s=time.time(),
             )
             self.store.commit(partial, record)
