@@ -123,3 +123,34 @@ def test_replay_publishes_the_same_records_it_writes(broker: Broker, tmp_path: P
         assert [r["counts"] for r in received] == [r["counts"] for r in written]
     finally:
         col.stop()
+
+
+def test_watchdog_restarts_a_crashed_camera_within_its_budget(tmp_path: Path) -> None:
+    from edge.service import RESTARTS_PER_HOUR
+
+    config = parse_config({
+        "device_id": DEVICE, "detector": {"model_dir": str(shared_path("models"))},
+        "mqtt": {"url": "mqtt://127.0.0.1:9", "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "cameras": [{"name": "north", "source": {"kind": "file", "path": str(tmp_path / "unplugged.mp4")}}],
+    })
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text("{}")
+    service = Service(config, config_path, lambda image: None)  # type: ignore[arg-type]
+    worker = service.workers[0]
+    worker.start()
+    assert wait_until(lambda: not worker.alive, 10)
+    assert worker.error is not None and "unplugged.mp4" in str(worker.error)
+    cameras = service.health().cameras
+    assert cameras is not None
+    assert cameras["north"].state == "crashed"
+    now = 1000.0
+    for _ in range(RESTARTS_PER_HOUR + 5):
+        service.watchdog_tick(now)
+        assert wait_until(lambda: not worker.alive, 10)
+        now += 1
+    assert worker.stats.restarts == RESTARTS_PER_HOUR  # then it stays down and the watchdog reports it
+    assert service.watchdog_tick(now) is False
+    service.watchdog_tick(now + 3601)  # an hour later the budget allows a restart again
+    assert worker.stats.restarts == RESTARTS_PER_HOUR + 1
+    assert wait_until(lambda: not worker.alive, 10)
+    service.publisher.stop(0)
