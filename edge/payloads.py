@@ -182,11 +182,14 @@ class CameraHealth(Payload):
         description="The camera source's state, or the worker's when it is not running."
     )
     frames: int = Field(ge=0, description="Frames processed since start.")
+    fps_in: float = Field(ge=0, description="Frames the source delivered per second since the last health record.")
+    fps_out: float = Field(ge=0, description="Frames processed per second since the last health record.")
     dropped_frames: int = Field(ge=0, description="Frames the live reader replaced before they were processed.")
     restarts: int = Field(ge=0, description="Times the watchdog restarted this camera's worker.")
     frame_age_s: float | None = Field(None, ge=0, description="Seconds since the last processed frame.")
     clips_written: int = Field(ge=0)
     clips_dropped: int = Field(ge=0, description="Clips not written: busy writer, disk full, redaction, errors.")
+    clip_store_bytes: int = Field(ge=0, description="Bytes the camera's clips use in the clip store.")
 
 
 class DeviceHealth(Payload):

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -207,7 +208,8 @@ class Service:
         self._restarts: dict[str, deque[float]] = {w.camera.name: deque() for w in self.workers}
         self._stop = threading.Event()
         self._last_health = 0.0
-        self.health_interval_s = 60.0
+        self.health_interval_s = config.mqtt.health_interval_s
+        self._rates: dict[str, tuple[float, int, int]] = {}  # camera -> (time, frames, frames+dropped)
 
     def start(self) -> None:
         disable_core_dumps()
@@ -258,8 +260,15 @@ class Service:
         for w in self.workers:
             age = now - w.stats.last_frame_mono if w.stats.last_frame_mono is not None else None
             clips = w.recorder.counters if w.recorder is not None else None
+            t_prev, out_prev, in_prev = self._rates.get(w.camera.name, (now, w.stats.frames, w.stats.frames))
+            dt = now - t_prev
+            frames_in = w.stats.frames + w.stats.dropped
+            self._rates[w.camera.name] = (now, w.stats.frames, frames_in)
             cameras[w.camera.name] = CameraHealth(
                 state=w.state, frames=w.stats.frames, dropped_frames=w.stats.dropped, restarts=w.stats.restarts,
+                fps_in=round((frames_in - in_prev) / dt, 2) if dt > 0 else 0.0,
+                fps_out=round((w.stats.frames - out_prev) / dt, 2) if dt > 0 else 0.0,
+                clip_store_bytes=_clip_bytes(w.recorder),
                 frame_age_s=round(age, 3) if age is not None else None,
                 clips_written=clips.written if clips else 0,
                 clips_dropped=(clips.dropped_busy + clips.dropped_enospc + clips.dropped_redaction + clips.failed)
@@ -274,6 +283,15 @@ class Service:
         for w in self.workers:
             w.stop()
         self.publisher.stop(flush_timeout_s)
+
+
+def _clip_bytes(recorder: ClipRecorder | None) -> int:
+    if recorder is None:
+        return 0
+    try:
+        return recorder.store.usage_bytes()
+    except sqlite3.ProgrammingError:  # the worker closed its store while stopping
+        return 0
 
 
 def cpu_temperature_c() -> float | None:

@@ -154,3 +154,18 @@ def test_watchdog_restarts_a_crashed_camera_within_its_budget(tmp_path: Path) ->
     assert worker.stats.restarts == RESTARTS_PER_HOUR + 1
     assert wait_until(lambda: not worker.alive, 10)
     service.publisher.stop(0)
+
+
+def test_sd_notify_speaks_the_systemd_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from edge.service import sd_notify
+
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        assert sd_notify("READY=1")
+        assert server.recv(64) == b"READY=1"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert sd_notify("WATCHDOG=1") is False  # outside systemd: a no-op
