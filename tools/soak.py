@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--restart-every-s", type=float, default=300.0)
     ap.add_argument("--outage-s", type=float, default=20.0)
+    ap.add_argument("--warmup-s", type=float, default=300.0, help="RSS is compared from this point on")
     default_video = REPO.parent / "shared" / "footage" / "highway-overpass" / "video1.avi"
     ap.add_argument("--video", type=Path, default=default_video)
     ap.add_argument("-c", "--config", type=Path, default=REPO / "config" / "highway-overpass.yaml")
@@ -163,13 +164,13 @@ def main() -> None:
     while not produced <= sub.unique() and time.monotonic() < deadline:
         time.sleep(0.2)
     received = sub.unique() & produced
-    warm = [r for t, r in rss if t >= 120] or [r for _, r in rss]
-    hours = (rss[-1][0] - 120) / 3600 if rss[-1][0] > 120 else 1.0
+    warm = [r for t, r in rss if t >= args.warmup_s] or [r for _, r in rss]
+    hours = (rss[-1][0] - args.warmup_s) / 3600 if rss[-1][0] > args.warmup_s else 1.0
     print(f"duration          {(t_end - t0) / 60:.1f} min, {loops} replay loops, broker restarts {restarts}")
     print(f"records           produced {len(produced)}, received {len(received)} unique, "
           f"{sub.deliveries() - len(sub.unique())} duplicates, lost {len(produced - received)}")
     print(f"outbox            drained {drain_s:.1f} s after the last loop")
-    print(f"RSS               after warm-up {warm[0]:.1f} MB, end {warm[-1]:.1f} MB, max {max(warm):.1f} MB, "
+    print(f"RSS               start {rss[0][1]:.1f} MB; after {args.warmup_s:g} s warm-up {warm[0]:.1f} MB, end {warm[-1]:.1f} MB, max {max(warm):.1f} MB, "
           f"slope {(warm[-1] - warm[0]) / hours:+.1f} MB/h")
     publisher.stop(5)
     sub.client.loop_stop()
