@@ -170,8 +170,8 @@ def main() -> None:
     print(f"records           produced {len(produced)}, received {len(received)} unique, "
           f"{sub.deliveries() - len(sub.unique())} duplicates, lost {len(produced - received)}")
     print(f"outbox            drained {drain_s:.1f} s after the last loop")
-    print(f"RSS               start {rss[0][1]:.1f} MB; after {args.warmup_s:g} s warm-up {warm[0]:.1f} MB, end {warm[-1]:.1f} MB, max {max(warm):.1f} MB, "
-          f"slope {(warm[-1] - warm[0]) / hours:+.1f} MB/h")
+    print(f"RSS               start {rss[0][1]:.1f} MB; after {args.warmup_s:g} s warm-up {warm[0]:.1f} MB, "
+          f"end {warm[-1]:.1f} MB, max {max(warm):.1f} MB, slope {(warm[-1] - warm[0]) / hours:+.1f} MB/h")
     publisher.stop(5)
     sub.client.loop_stop()
     broker.kill()
