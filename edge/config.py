@@ -85,6 +85,19 @@ SourceConfig = Annotated[
 
 
 # -------------------------------------------------------------------------------------------- detector
+class MotionGatingConfig(StrictModel):
+    """Frame differencing on a small grey copy decides whether a frame needs the detector."""
+
+    width_px: int = Field(160, ge=32, le=640, description="Width of the grey copy that is differenced.")
+    pixel_threshold: int = Field(12, ge=1, le=255, description="Grey-level change that counts as motion.")
+    min_changed_frac: float = Field(
+        0.001, gt=0, le=1, description="Fraction of changed pixels above which the frame is detected."
+    )
+    max_skipped_frames: int = Field(
+        25, ge=1, le=1000, description="Detect at least this often even when nothing moves (refreshes tracks)."
+    )
+
+
 class DetectorConfig(StrictModel):
     model: str = Field("yolox-nano-416", description="Model name from models/manifest.yaml.")
     model_dir: Path | None = Field(
@@ -114,6 +127,14 @@ class DetectorConfig(StrictModel):
         "area is the rider and is dropped: the two-wheeler is the road user.",
     )
     threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
+    stride_frames: int = Field(
+        1, ge=1, le=10,
+        description="Detect on every k-th frame and let the tracker predict in between (for weak devices). "
+        "Raising it saves inference time; tracks coast between detections.",
+    )
+    motion_gating: MotionGatingConfig | None = Field(
+        None, description="Skip detection on frames where nothing moves (cheap frame differencing)."
+    )
     execution_providers: tuple[Literal["cpu", "cuda", "tensorrt", "openvino"], ...] = Field(
         ("cpu",),
         description="Preferred order; providers not installed on this machine are reported and skipped, "

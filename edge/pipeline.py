@@ -26,6 +26,7 @@ from edge.clips.recorder import ClipRecorder
 from edge.clips.redact import BoxCarrier, plate_regions
 from edge.config import CameraConfig, EdgeConfig
 from edge.geometry import Calibration
+from edge.motion import MotionGate
 from edge.payloads import NearMissEvent, iso_utc
 from edge.track import ByteTracker
 from edge.types import MOTOR_VEHICLE_CLASSES, ROAD_USER_CLASSES, Detections, Frame, Tracks
@@ -74,6 +75,10 @@ class CameraPipeline:
         self.detector = detector
         self.device = config.device_id
         self.tracker = ByteTracker(config.tracker)
+        self.stride = config.detector.stride_frames
+        self.gate = MotionGate(config.detector.motion_gating) if config.detector.motion_gating else None
+        self.detected_frames = 0
+        self._last_redaction = np.zeros((0, 4), np.float32)
         self.counter = LineCounter(camera.lines, camera.counting.hysteresis_px)
         lines = [(line.name, line.directions) for line in self.counter.lines]
         calibration = (Calibration.from_config(camera.calibration, where=f"cameras.{camera.name}.calibration")
@@ -108,15 +113,23 @@ class CameraPipeline:
 
     def process(self, frame: Frame, dropped_before: int = 0) -> FrameResult:
         t0 = time.perf_counter()
-        detections = self.detector(frame.image)
+        detect = frame.index % self.stride == 0
+        still = False  # motion gating found nothing moving: the previous frame's boxes still hold
+        if detect and self.gate is not None:
+            detect = self.gate.needs_detection(frame.image)
+            still = not detect
+        detections = self.detector(frame.image) if detect else Detections.empty()
         t1 = time.perf_counter()
-        tracks = self.tracker.update(detections)
+        tracks = self.tracker.update(detections) if detect else self.tracker.coast()
+        self.detected_frames += detect
         t2 = time.perf_counter()
         windows = self.windows.advance(self.utc_s(frame), dropped_before)
         crossings = self.counter.update(tracks, frame.t_s)
         self.windows.add_crossings(crossings)
         if self.recorder is not None:
-            self.recorder.observe(frame, self._redaction_boxes(tracks, detections))
+            if not still:
+                self._last_redaction = self._redaction_boxes(tracks, detections)
+            self.recorder.observe(frame, self._last_redaction)
         t3 = time.perf_counter()
         events = self._ground(frame, tracks, crossings)
         t4 = time.perf_counter()

@@ -48,6 +48,7 @@ class ReplaySummary:
     windows: int
     clips: ClipCounters | None = None
     events: dict[str, int] = field(default_factory=dict)
+    detected_frames: int = 0
 
     @property
     def fps(self) -> float:
@@ -197,6 +198,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
         times=pipeline.times, counts=dict(pipeline.totals.crossings),
         lines=[(line.name, line.directions) for line in pipeline.counter.lines], windows=n_windows,
         clips=recorder.counters if recorder else None, events=dict(events),
+        detected_frames=pipeline.detected_frames,
     )
 
 

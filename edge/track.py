@@ -188,9 +188,10 @@ class _TrackStore:
     hits: IntArray  # (N,) consecutive matched frames (decides confirmation)
     misses: IntArray  # (N,) frames since the last match; 0 = tracked, > 0 = lost
     class_votes: F64Array  # (N, len(ROAD_USER_CLASSES)) summed detection confidence per class
+    origin: F64Array  # (N,4) the first detection box: where the road user was first seen
 
     @classmethod
-    def new(cls, mean: F64Array, cov: F64Array, class_votes: F64Array) -> _TrackStore:
+    def new(cls, mean: F64Array, cov: F64Array, class_votes: F64Array, origin: F64Array) -> _TrackStore:
         """Tentative tracks with one match each."""
         n = len(mean)
         return cls(
@@ -201,6 +202,7 @@ class _TrackStore:
             np.ones(n, np.int64),
             np.zeros(n, np.int64),
             class_votes,
+            origin,
         )
 
     def __len__(self) -> int:
@@ -221,7 +223,7 @@ _STORE_FIELDS: Final = tuple(f.name for f in fields(_TrackStore))
 
 
 def _empty_store() -> _TrackStore:
-    return _TrackStore.new(np.zeros((0, 8)), np.zeros((0, 8, 8)), np.zeros((0, _N_CLASSES)))
+    return _TrackStore.new(np.zeros((0, 8)), np.zeros((0, 8, 8)), np.zeros((0, _N_CLASSES)), np.zeros((0, 4)))
 
 
 def _rows(mask: BoolArray) -> IntArray:
@@ -270,6 +272,18 @@ class ByteTracker:
         self._store = _empty_store()
         self._next_id = 1
         return dropped
+
+    def coast(self) -> Tracks:
+        """Advance one frame on which detection was skipped (stride, or motion gating saw nothing move).
+
+        Every track's Kalman state is predicted one frame ahead, but no track counts a miss: a skipped frame
+        is not evidence that a road user left. Returns no tracks (nothing was observed).
+        """
+        store = self._store
+        if len(store):
+            store.mean[store.misses > 0, 7] = 0.0
+            kalman_predict(store.mean, store.cov)
+        return Tracks.empty()
 
     def update(self, detections: Detections) -> Tracks:
         """Associate one frame's detections and return the confirmed tracks matched on it.
@@ -348,7 +362,7 @@ class ByteTracker:
             mean, cov = kalman_initiate(xyxy_to_cxcyah(boxes[new_det]))
             votes = np.zeros((len(new_det), _N_CLASSES))
             votes[np.arange(len(new_det)), class_id[new_det]] = score[new_det]
-            store = store.extend(_TrackStore.new(mean, cov, votes))
+            store = store.extend(_TrackStore.new(mean, cov, votes, boxes[new_det]))
             det_of_row = np.concatenate([det_of_row, new_det])
 
         # Confirm tentative tracks with enough consecutive matches; ids go in row (= creation) order.
@@ -368,4 +382,5 @@ class ByteTracker:
         xyxy: FloatArray = detections.xyxy[det].astype(np.float32)
         confidence: FloatArray = detections.confidence[det].astype(np.float32)
         majority: IntArray = store.class_votes[out].argmax(axis=1).astype(np.int64)
-        return Tracks(xyxy, confidence, majority, store.tracker_id[out].copy(), ended_ids)
+        origin: FloatArray = store.origin[out].astype(np.float32)
+        return Tracks(xyxy, confidence, majority, store.tracker_id[out].copy(), ended_ids, origin)

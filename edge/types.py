@@ -121,6 +121,9 @@ class Tracks:
     tracker_id: IntArray
     #: Ids of tracks that ended on this frame; their per-track state elsewhere must be freed.
     ended_ids: tuple[int, ...] = field(default=())
+    #: ``(N,4)`` box where each track was first detected (before it was confirmed), when the tracker
+    #: knows it: counting starts from there, so a track confirmed just past a line still counts.
+    origin_xyxy: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -128,6 +131,8 @@ class Tracks:
         _check_rows("confidence", self.confidence, n)
         _check_rows("class_id", self.class_id, n)
         _check_rows("tracker_id", self.tracker_id, n)
+        if self.origin_xyxy is not None:
+            _check_rows("origin_xyxy", self.origin_xyxy, n, (4,))
 
     def __len__(self) -> int:
         return len(self.xyxy)

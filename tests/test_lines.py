@@ -86,3 +86,12 @@ def test_state_is_freed_when_tracks_end() -> None:
     assert counter.tracked_count == 100
     counter.update(Tracks.empty(ended_ids=tuple(range(1, 101))), 1)
     assert counter.tracked_count == 0
+
+
+def test_a_track_confirmed_past_the_line_counts_from_where_it_was_first_seen() -> None:
+    counter = LineCounter((HORIZONTAL,), hysteresis_px=4)
+    first_seen = np.array([[40, 110, 60, 130]], np.float32)  # bottom-centre (50, 130): below the line
+    tracks = Tracks(np.array([[40, 60, 60, 80]], np.float32), np.array([0.9], np.float32), np.array([CAR]),
+                    np.array([3]), (), first_seen)  # first reported at (50, 80): above it
+    (c,) = counter.update(tracks, 0.0)
+    assert (c.line, c.direction) == ("L", "up")

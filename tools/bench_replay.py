@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.config import load_config
+from edge.config import MotionGatingConfig, load_config
 from edge.detect import Detector
 from edge.replay import replay
 from edge.source import FileSource
@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("-c", "--config", type=Path, required=True)
     ap.add_argument("--model", help="manifest model (default: the config's)")
     ap.add_argument("--threads", type=int, help="onnxruntime threads (default: the config's)")
+    ap.add_argument("--stride", type=int, help="detect every k-th frame (detector.stride_frames)")
+    ap.add_argument("--gating", action="store_true", help="motion gating with default settings")
     args = ap.parse_args()
 
     config = load_config(args.config)
@@ -44,6 +46,10 @@ def main() -> None:
         update["model"] = args.model
     if args.threads:
         update["threads"] = args.threads
+    if args.stride:
+        update["stride_frames"] = args.stride
+    if args.gating:
+        update["motion_gating"] = MotionGatingConfig()
     config = config.model_copy(update={"detector": config.detector.model_copy(update=update)})
     detector = Detector(config.detector)
 
@@ -61,7 +67,8 @@ def main() -> None:
     print(f"model            {config.detector.model} {detector.input_w}x{detector.input_h}, "
           f"{config.detector.threads} thread(s), {', '.join(detector.providers)}")
     print(f"decode-only      {decode_fps:8.1f} fps")
-    print(f"pipeline         {pipeline_fps:8.1f} fps  ({s.frames} frames in {s.wall_s:.2f} s)")
+    print(f"pipeline         {pipeline_fps:8.1f} fps  ({s.frames} frames in {s.wall_s:.2f} s, detector on "
+          f"{s.detected_frames} = {100 * s.detected_frames / max(s.frames, 1):.0f} %)")
     print(f"ratio            {pipeline_fps / decode_fps:8.3f} x decode-only")
     print(f"real time        {s.x_real_time:8.2f} x")
     for stage, ms in per_frame_ms.items():

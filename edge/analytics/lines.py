@@ -57,6 +57,11 @@ def _segments_intersect(p: Vec, q: Vec, a: Vec, b: Vec) -> bool:
     return d1 * d2 <= 0 and d3 * d4 <= 0
 
 
+def _anchors(xyxy: npt.NDArray[np.float32]) -> Vec:
+    """Bottom-centres of boxes (N,2)."""
+    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1).astype(np.float64)
+
+
 class CountingLine:
     """Geometry of one polyline with its two direction names."""
 
@@ -108,8 +113,16 @@ class LineCounter:
         if not self.lines:
             return crossings
         anchors = tracks.anchors().astype(np.float64)
+        origins = _anchors(tracks.origin_xyxy) if tracks.origin_xyxy is not None else None
         for i, tid in enumerate(tracks.tracker_id.tolist()):
-            states = self._state.setdefault(tid, [_LineState() for _ in self.lines])
+            states = self._state.get(tid)
+            if states is None:
+                states = self._state[tid] = [_LineState() for _ in self.lines]
+                if origins is not None:  # start from where the road user was first seen
+                    for line, st in zip(self.lines, states, strict=True):
+                        d = line.signed_distance(origins[i])
+                        if abs(d) > self.hysteresis_px:
+                            st.side, st.point = (-1 if d < 0 else 1), origins[i]
             p = anchors[i]
             for line, st in zip(self.lines, states, strict=True):
                 d = line.signed_distance(p)
