@@ -50,6 +50,7 @@ from pydantic import ValidationError
 
 from edge.config import CalibrationConfig, ReferencePointConfig
 from edge.errors import ConfigError
+from edge.types import F64
 
 __all__ = [
     "MAX_CONDITION",
@@ -58,7 +59,6 @@ __all__ = [
     "calibration_config_from_otrfpts",
 ]
 
-F64 = npt.NDArray[np.float64]
 
 #: Largest accepted conditioning ratio (largest / second-smallest singular value of the normalised DLT
 #: system). Well-spread real point sets give under 100 (the OTC and Radeberg references: about 7, a square:

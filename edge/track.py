@@ -33,10 +33,9 @@ import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped, unused-ignore]
 
 from edge.config import TrackerConfig
-from edge.types import ROAD_USER_CLASSES, Detections, FloatArray, IntArray, Tracks
+from edge.types import ROAD_USER_CLASSES, BoolArray, Detections, FloatArray, IntArray, Tracks
 
 F64Array = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Process and measurement noise relative to the box height, as in ByteTrack/DeepSORT: position noise is
 #: 1/20 of the height per frame, velocity noise 1/160.

@@ -40,7 +40,7 @@ from edge.analytics.movements import Movement, MovementAggregator, MovementCount
 from edge.analytics.speeds import MPS_TO_KMH, SpeedAggregator, SpeedWindow
 from edge.config import ConflictConfig, KinematicsConfig, LineConfig
 from edge.errors import SourceError
-from edge.types import ROAD_USER_CLASSES, IntArray, Tracks
+from edge.types import F64, ROAD_USER_CLASSES, IntArray, Tracks
 
 __all__ = [
     "AnalysisOptions",
@@ -51,7 +51,6 @@ __all__ = [
     "read_trajectories_csv",
 ]
 
-F64 = npt.NDArray[np.float64]
 Point = tuple[float, float]
 
 _COLUMNS = {

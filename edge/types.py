@@ -18,6 +18,8 @@ MOTOR_VEHICLE_CLASSES: Final = frozenset({"car", "bus", "truck", "motorcycle"})
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 def class_name(class_id: int) -> str:

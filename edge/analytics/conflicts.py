@@ -38,11 +38,10 @@ from edge.analytics.surrogate import (
 )
 from edge.config import ConflictConfig
 from edge.payloads import ConflictCounts
-from edge.types import ROAD_USER_CLASSES
+from edge.types import F64, ROAD_USER_CLASSES
 
 PERSON = ROAD_USER_CLASSES.index("person")
 VULNERABLE = frozenset(ROAD_USER_CLASSES.index(c) for c in ("person", "bicycle", "motorcycle"))
-F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)

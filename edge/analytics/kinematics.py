@@ -47,7 +47,7 @@ import numpy.typing as npt
 
 from edge.config import KinematicsConfig
 from edge.geometry import Calibration
-from edge.types import ROAD_USER_CLASSES, IntArray, Tracks
+from edge.types import F64, ROAD_USER_CLASSES, BoolArray, IntArray, Tracks
 
 __all__ = [
     "FOOTPRINT_SIZES",
@@ -57,8 +57,6 @@ __all__ = [
     "GroundTracks",
 ]
 
-F64 = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Velocity uncertainty of a new track (m/s): covers any urban speed, so the first measurements decide.
 INITIAL_SPEED_STD_MPS: Final = 10.0

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.config import MovementConfig, ZoneConfig
-from edge.types import ROAD_USER_CLASSES, Tracks
+from edge.types import F64, ROAD_USER_CLASSES, BoolArray, Tracks
 
 __all__ = [
     "Movement",
@@ -56,8 +56,6 @@ __all__ = [
     "movement_name",
 ]
 
-F64 = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 def movement_name(entry: str, exit_: str) -> str:

@@ -56,6 +56,8 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge.types import F64
+
 __all__ = [
     "CROSSING_MIN_ANGLE_DEG",
     "REAR_END_MAX_ANGLE_DEG",
@@ -74,7 +76,6 @@ __all__ = [
     "ttc_s",
 ]
 
-F64 = npt.NDArray[np.float64]
 #: A 2-D vector (velocity in m/s, heading, position in m) as plain floats.
 Vec2 = tuple[float, float]
 ConflictType = Literal["rear_end", "crossing", "angled"]
