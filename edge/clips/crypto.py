@@ -182,12 +182,16 @@ def load_private_key(path: Path, password: bytes | None = None) -> X25519Private
         data = path.read_bytes()
     except OSError as e:
         raise ClipError(f"cannot read the clip private key {path}: {e.strerror or e}") from e
+    return _private_from_pem(data, password, str(path))
+
+
+def _private_from_pem(data: bytes, password: bytes | None, where: str) -> X25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password)
     except (ValueError, TypeError) as e:
-        raise ClipError(f"cannot load the private key {path}: {e} (wrong password or not a PEM private key)") from e
+        raise ClipError(f"cannot load the private key {where}: {e} (wrong password or not a PEM private key)") from e
     if not isinstance(key, X25519PrivateKey):
-        raise ClipError(f"{path} holds a {type(key).__name__}; clip decryption needs an X25519 private key")
+        raise ClipError(f"{where} holds a {type(key).__name__}; clip decryption needs an X25519 private key")
     return key
 
 
@@ -243,13 +247,7 @@ def _coerce_private(key: bytes | X25519PrivateKey) -> X25519PrivateKey:
     data = bytes(key)
     if len(data) == 32:
         return X25519PrivateKey.from_private_bytes(data)
-    try:
-        loaded = serialization.load_pem_private_key(data, None)
-    except (ValueError, TypeError) as e:
-        raise ClipError(f"the private key is not an unencrypted PEM or raw X25519 key ({e})") from e
-    if not isinstance(loaded, X25519PrivateKey):
-        raise ClipError(f"the private key is a {type(loaded).__name__}; clip decryption needs X25519")
-    return loaded
+    return _private_from_pem(data, None, "given as bytes (an unencrypted PEM or the raw 32 bytes)")
 
 
 def encrypt_file(
