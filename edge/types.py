@@ -66,6 +66,11 @@ class StreamInfo:
     fps: float
 
 
+def bottom_centres(xyxy: FloatArray) -> FloatArray:
+    """Bottom-centre ``(N,2)`` of boxes ``(N,4)``: where a road user touches the ground."""
+    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1).astype(np.float32)
+
+
 def _check_rows(name: str, arr: np.ndarray, n: int, shape_tail: tuple[int, ...] = ()) -> None:
     if arr.shape != (n, *shape_tail):
         raise ValueError(f"{name} must have shape {(n, *shape_tail)}, got {arr.shape}")
@@ -151,6 +156,4 @@ class Tracks:
 
     def anchors(self) -> FloatArray:
         """Bottom-centre of each box ``(N,2)``: the ground contact point used for counting."""
-        return np.stack(
-            [(self.xyxy[:, 0] + self.xyxy[:, 2]) / 2, self.xyxy[:, 3]], axis=1
-        ).astype(np.float32)
+        return bottom_centres(self.xyxy)

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.config import LineConfig
-from edge.types import Tracks
+from edge.types import Tracks, bottom_centres
 
 Vec = npt.NDArray[np.float64]
 
@@ -55,11 +55,6 @@ def _segments_intersect(p: Vec, q: Vec, a: Vec, b: Vec) -> bool:
     d1, d2 = _cross(b - a, p - a), _cross(b - a, q - a)
     d3, d4 = _cross(q - p, a - p), _cross(q - p, b - p)
     return d1 * d2 <= 0 and d3 * d4 <= 0
-
-
-def _anchors(xyxy: npt.NDArray[np.float32]) -> Vec:
-    """Bottom-centres of boxes (N,2)."""
-    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1).astype(np.float64)
 
 
 class CountingLine:
@@ -113,7 +108,7 @@ class LineCounter:
         if not self.lines:
             return crossings
         anchors = tracks.anchors().astype(np.float64)
-        origins = _anchors(tracks.origin_xyxy) if tracks.origin_xyxy is not None else None
+        origins = bottom_centres(tracks.origin_xyxy).astype(np.float64) if tracks.origin_xyxy is not None else None
         for i, tid in enumerate(tracks.tracker_id.tolist()):
             states = self._state.get(tid)
             if states is None:
