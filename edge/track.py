@@ -43,6 +43,8 @@ STD_WEIGHT_POSITION: Final = 1.0 / 20
 STD_WEIGHT_VELOCITY: Final = 1.0 / 160
 
 _N_CLASSES: Final = len(ROAD_USER_CLASSES)
+#: Buffered-IoU widening of tentative tracks and detections per frame elapsed beyond one (stride, gating).
+TENTATIVE_BUFFER_PER_FRAME: Final = 0.3
 # Cost given to pairs below the IoU gate. Far above any real cost (``1 - IoU <= 1``), so the assignment
 # first maximises the number of pairs that pass the gate; gated pairs it still returns are discarded.
 _GATED_COST: Final = 1e6
@@ -157,6 +159,16 @@ def box_iou(a: F64Array, b: F64Array) -> F64Array:
     return result
 
 
+def _buffered(xyxy: F64Array, frac: float) -> F64Array:
+    """Boxes ``(N,4)`` widened on every side by ``frac`` of their own width and height."""
+    if frac <= 0:
+        return xyxy
+    pad = np.tile((xyxy[:, 2:] - xyxy[:, :2]) * frac, 2)
+    pad[:, :2] *= -1
+    out: F64Array = xyxy + pad
+    return out
+
+
 def match_iou(iou: F64Array, minimum_iou: float) -> tuple[IntArray, IntArray]:
     """Optimal one-to-one matching on cost ``1 - IoU``; returns row and column indices of kept pairs.
 
@@ -188,6 +200,8 @@ class _TrackStore:
     misses: IntArray  # (N,) frames since the last match; 0 = tracked, > 0 = lost
     class_votes: F64Array  # (N, len(ROAD_USER_CLASSES)) summed detection confidence per class
     origin: F64Array  # (N,4) the first detection box: where the road user was first seen
+    last: F64Array  # (N,4) the latest matched detection box
+    previous: F64Array  # (N,4) the matched detection box before ``last`` (``origin`` after one match)
 
     @classmethod
     def new(cls, mean: F64Array, cov: F64Array, class_votes: F64Array, origin: F64Array) -> _TrackStore:
@@ -202,6 +216,8 @@ class _TrackStore:
             np.zeros(n, np.int64),
             class_votes,
             origin,
+            origin.copy(),
+            origin.copy(),
         )
 
     def __len__(self) -> int:
@@ -252,6 +268,8 @@ class ByteTracker:
         self._store = _empty_store()
         #: Next id to give a confirmed track. Owned by this instance only.
         self._next_id = 1
+        #: Frames since the previous ``update``: 1 plus the frames coasted in between.
+        self._gap = 1
 
     @property
     def active_track_count(self) -> int:
@@ -270,6 +288,7 @@ class ByteTracker:
         dropped = tuple(np.sort(self._store.tracker_id[self._store.confirmed]).tolist())
         self._store = _empty_store()
         self._next_id = 1
+        self._gap = 1
         return dropped
 
     def coast(self) -> Tracks:
@@ -282,6 +301,7 @@ class ByteTracker:
         if len(store):
             store.mean[store.misses > 0, 7] = 0.0
             kalman_predict(store.mean, store.cov)
+        self._gap += 1
         return Tracks.empty()
 
     def update(self, detections: Detections) -> Tracks:
@@ -296,6 +316,7 @@ class ByteTracker:
         """
         cfg = self._config
         store = self._store
+        gap, self._gap = self._gap, 1
         class_id = detections.class_id
         if len(class_id) and (class_id.min() < 0 or class_id.max() >= _N_CLASSES):
             bad = int(class_id.max() if class_id.max() >= _N_CLASSES else class_id.min())
@@ -328,9 +349,18 @@ class ByteTracker:
         tracked_left[t1] = False
         t2, c2 = _assign(iou, _rows(tracked_left), _rows(~high), min_iou)
         # 4. Tentative tracks against high-score detections left; the rest of those start new tracks.
+        # A tentative track has no velocity yet, so its prediction stays where it was last seen: both boxes
+        # are widened in proportion to the frames elapsed (buffered IoU, Yang et al., WACV 2023).
         high_left = high.copy()
         high_left[c1] = False
-        t3, c3 = _assign(iou, _rows(~confirmed), _rows(high_left), min_iou)
+        tentative = _rows(~confirmed)
+        if len(tentative) and high_left.any():
+            b = TENTATIVE_BUFFER_PER_FRAME * (gap - 1)
+            iou_t = box_iou(_buffered(cxcyah_to_xyxy(store.mean[tentative]), b), _buffered(boxes[cand], b))
+            r3, c3 = _assign(iou_t, np.arange(len(tentative)), _rows(high_left), min_iou)
+            t3 = tentative[r3]
+        else:
+            t3, c3 = tentative[:0], _rows(high_left)[:0]
         high_left[c3] = False
         new_det = cand[high_left]
 
@@ -344,7 +374,9 @@ class ByteTracker:
                 store.mean[matched_t], store.cov[matched_t], xyxy_to_cxcyah(boxes[matched_d])
             )
             store.class_votes[matched_t, class_id[matched_d]] += score[matched_d]
-        store.misses += 1
+            store.previous[matched_t] = store.last[matched_t]
+            store.last[matched_t] = boxes[matched_d]
+        store.misses += gap
         store.misses[matched_t] = 0
         store.hits[matched_t] += 1
         store.hits[store.misses > 0] = 0
@@ -382,4 +414,5 @@ class ByteTracker:
         confidence: FloatArray = detections.confidence[det].astype(np.float32)
         majority: IntArray = store.class_votes[out].argmax(axis=1).astype(np.int64)
         origin: FloatArray = store.origin[out].astype(np.float32)
-        return Tracks(xyxy, confidence, majority, store.tracker_id[out].copy(), ended_ids, origin)
+        previous: FloatArray = store.previous[out].astype(np.float32)
+        return Tracks(xyxy, confidence, majority, store.tracker_id[out].copy(), ended_ids, origin, previous)

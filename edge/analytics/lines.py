@@ -96,6 +96,23 @@ class LineCounter:
         self.hysteresis_px = hysteresis_px
         self._state: dict[int, list[_LineState]] = {}
 
+    def _step(self, states: list[_LineState], p: Vec, tid: int, class_id: int, t_s: float) -> list[Crossing]:
+        """Move track ``tid`` to point ``p``; the crossings this completes."""
+        crossings: list[Crossing] = []
+        for line, st in zip(self.lines, states, strict=True):
+            d = line.signed_distance(p)
+            if abs(d) <= self.hysteresis_px:
+                continue  # inside the dead band: keep the confirmed side
+            side = -1 if d < 0 else 1
+            if st.side and side != st.side and line.crossed_by(st.point, p):
+                bit = 1 if side < 0 else 2
+                if not st.counted & bit:
+                    st.counted |= bit
+                    direction = line.directions[0] if side < 0 else line.directions[1]
+                    crossings.append(Crossing(line.name, direction, class_id, tid, t_s))
+            st.side, st.point = side, p
+        return crossings
+
     @property
     def tracked_count(self) -> int:
         """Tracks with state held (bounded by the tracker's live tracks)."""
@@ -109,7 +126,10 @@ class LineCounter:
             return crossings
         anchors = tracks.anchors().astype(np.float64)
         origins = bottom_centres(tracks.origin_xyxy).astype(np.float64) if tracks.origin_xyxy is not None else None
+        previous = (bottom_centres(tracks.previous_xyxy).astype(np.float64)
+                    if tracks.previous_xyxy is not None else None)
         for i, tid in enumerate(tracks.tracker_id.tolist()):
+            path = [anchors[i]]
             states = self._state.get(tid)
             if states is None:
                 states = self._state[tid] = [_LineState() for _ in self.lines]
@@ -118,17 +138,8 @@ class LineCounter:
                         d = line.signed_distance(origins[i])
                         if abs(d) > self.hysteresis_px:
                             st.side, st.point = (-1 if d < 0 else 1), origins[i]
-            p = anchors[i]
-            for line, st in zip(self.lines, states, strict=True):
-                d = line.signed_distance(p)
-                if abs(d) <= self.hysteresis_px:
-                    continue  # inside the dead band: keep the confirmed side
-                side = -1 if d < 0 else 1
-                if st.side and side != st.side and line.crossed_by(st.point, p):
-                    bit = 1 if side < 0 else 2
-                    if not st.counted & bit:
-                        st.counted |= bit
-                        direction = line.directions[0] if side < 0 else line.directions[1]
-                        crossings.append(Crossing(line.name, direction, int(tracks.class_id[i]), tid, t_s))
-                st.side, st.point = side, p
+                if previous is not None:  # and follow its path through the previous detection
+                    path.insert(0, previous[i])
+            for p in path:
+                crossings.extend(self._step(states, p, tid, int(tracks.class_id[i]), t_s))
         return crossings
