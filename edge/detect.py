@@ -152,6 +152,11 @@ class Detector:
         self._grid, self._stride = _yolox_grid(self.input_w, self.input_h)
         self._canvas = np.full((self.input_h, self.input_w, 3), _PAD_VALUE, np.uint8)
 
+    @property
+    def input_size_px(self) -> tuple[int, int]:
+        """Model input ``(width, height)``."""
+        return self.input_w, self.input_h
+
     # ------------------------------------------------------------------------------------- preprocess
     def letterbox(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
         """Scale ``image`` to fit the model input keeping its aspect ratio, pad with 114, make a blob."""
@@ -164,7 +169,9 @@ class Detector:
             ox, oy = (self.input_w - nw) // 2, (self.input_h - nh) // 2
         canvas = self._canvas
         canvas[...] = _PAD_VALUE
-        canvas[oy : oy + nh, ox : ox + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        # Sources already deliver a copy of this size (``Frame``); other images are resized here.
+        fitted = image if (w, h) == (nw, nh) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        canvas[oy : oy + nh, ox : ox + nw] = fitted
         if self.entry.layout == "yolox":
             blob = cv2.dnn.blobFromImage(canvas)  # BGR, 0..255, NCHW float32
         else:

@@ -37,6 +37,11 @@ _VEHICLE_IDS = np.array([ROAD_USER_CLASSES.index(c) for c in sorted(MOTOR_VEHICL
 class ObjectDetector(Protocol):
     """What the pipeline needs from a detector (``edge.detect.Detector`` in production)."""
 
+    @property
+    def input_size_px(self) -> tuple[int, int]:
+        """Model input ``(width, height)``: sources deliver analysis copies that fit inside it."""
+        ...
+
     def __call__(self, image: npt.NDArray[np.uint8]) -> Detections: ...
 
 
@@ -118,7 +123,7 @@ class CameraPipeline:
         if detect and self.gate is not None:
             detect = self.gate.needs_detection(frame.image)
             still = not detect
-        detections = self.detector(frame.image) if detect else Detections.empty()
+        detections = self.detector(frame.image).scaled(*frame.to_source) if detect else Detections.empty()
         t1 = time.perf_counter()
         tracks = self.tracker.update(detections) if detect else self.tracker.coast()
         self.detected_frames += detect

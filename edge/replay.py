@@ -137,7 +137,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
     metrics_tmp = outdir / ".metrics.jsonl.partial"
     events_tmp = outdir / ".events.jsonl.partial"
     speeds_tmp = outdir / ".speeds.jsonl.partial"
-    with FileSource(video, on_packet=recorder.ring if recorder else None) as source:
+    with FileSource(video, on_packet=recorder.ring if recorder else None, fit_px=detector.input_size_px) as source:
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
         reader = _Reader(source, max_frames)
         bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True,

@@ -137,7 +137,8 @@ class CameraWorker:
         if source is None:
             raise ConfigError(f"camera {self.camera.name}: no source")
         tap = recorder.ring if recorder is not None else None
-        return open_source(source, on_packet=tap), isinstance(source, FileSourceConfig)
+        fit = self.detector.input_size_px
+        return open_source(source, on_packet=tap, fit_px=fit), isinstance(source, FileSourceConfig)
 
     def _work(self) -> None:
         cfg = self.config
@@ -150,7 +151,7 @@ class CameraWorker:
             while not self._stop.is_set():
                 source, is_file = self._frames(recorder)
                 self._source = source
-                dropped_seen = 0
+                last_index = -1
                 t_start = time.monotonic()
                 try:
                     for frame in source:
@@ -161,10 +162,13 @@ class CameraWorker:
                                 delay = t_start + frame.t_s - time.monotonic()
                                 if delay > 0 and self._stop.wait(delay):
                                     break
-                            frame = Frame(frame.image, index, time.monotonic(), time.time(), frame.pts)
+                            frame = Frame(frame.image, index, time.monotonic(), time.time(), frame.pts,
+                                          frame.source_size)
                         index += 1
-                        dropped = source.dropped_frames - dropped_seen if isinstance(source, LiveSource) else 0
-                        dropped_seen += dropped
+                        # The live reader keeps only the newest frame: a gap in its frame index is what it
+                        # dropped before this frame (exact, unlike reading its counter after the fact).
+                        dropped = 0 if is_file else frame.index - last_index - 1
+                        last_index = frame.index
                         self.stats.dropped += dropped
                         self._handle(pipeline.process(frame, dropped))
                 finally:

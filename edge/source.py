@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +42,7 @@ import numpy.typing as npt
 
 from edge.config import FileSourceConfig, RtspSourceConfig, UsbSourceConfig
 from edge.errors import SourceError
-from edge.types import EncodedPacket, Frame, StreamInfo
+from edge.types import EncodedPacket, Frame, StreamInfo, fit_within
 
 __all__ = [
     "FileSource",
@@ -117,8 +118,12 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or type(exc).__name__
 
 
-def _bgr(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
-    return np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+def _bgr(frame: av.VideoFrame, fit_px: tuple[int, int] | None) -> npt.NDArray[np.uint8]:
+    """The frame as BGR, scaled by FFmpeg's scaler to fit ``fit_px`` (area averaging, no aliasing)."""
+    if fit_px is None:
+        return np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+    w, h = fit_within((frame.width, frame.height), fit_px)
+    return np.asarray(frame.to_ndarray(width=w, height=h, format="bgr24", interpolation="AREA"), np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ file
@@ -126,16 +131,19 @@ class FileSource:
     """A recorded video file, decoded frame by frame until the end of the file.
 
     Iteration is single pass: a second ``for`` loop continues where the first one stopped. Frames are
-    BGR uint8 ``HxWx3``; ``Frame.t_s = index / fps`` (media time, deterministic), ``Frame.pts`` the
-    stream timestamp, and ``Frame.wall_time_s is None``. ``on_packet`` receives each encoded packet.
+    BGR uint8 ``HxWx3``, scaled down to fit ``fit_px`` when given (the analysis copy, see ``Frame``);
+    ``Frame.t_s = index / fps`` (media time, deterministic), ``Frame.pts`` the stream timestamp, and
+    ``Frame.wall_time_s is None``. ``on_packet`` receives each encoded packet.
 
     Raises ``SourceError`` at construction when the file is missing, cannot be opened, or has no
     decodable video frame.
     """
 
-    def __init__(self, path: Path, on_packet: PacketTap | None = None) -> None:
+    def __init__(self, path: Path, on_packet: PacketTap | None = None,
+                 fit_px: tuple[int, int] | None = None) -> None:
         self._path = Path(path)
         self._on_packet = on_packet
+        self._fit_px = fit_px
         if not self._path.is_file():
             what = "is not a file" if self._path.exists() else "does not exist"
             raise SourceError(
@@ -188,7 +196,7 @@ class FileSource:
                 f"check it with `ffprobe {self._path}` or re-encode it to H.264"
             )
         self._pending: Frame | None = first
-        self._size = (first.image.shape[1], first.image.shape[0])
+        self._size = first.source_size or (first.image.shape[1], first.image.shape[0])
         logger.info("opened %s: %s %dx%d, %.3f fps, %s frames", self._path, codec, *self._size, fps,
                     self._frame_count if self._frame_count is not None else "unknown")
 
@@ -202,7 +210,8 @@ class FileSource:
             for frame in packet.decode():
                 index = self._next_index
                 self._next_index += 1
-                yield Frame(_bgr(frame), index, t_s=index / self._fps, pts=frame.pts)
+                yield Frame(_bgr(frame, self._fit_px), index, t_s=index / self._fps, pts=frame.pts,
+                            source_size=(frame.width, frame.height))
 
     @property
     def path(self) -> Path:
@@ -220,7 +229,7 @@ class FileSource:
 
     @property
     def size(self) -> tuple[int, int]:
-        """``(width, height)`` in pixels, from the first decoded frame."""
+        """Camera frame ``(width, height)`` in pixels, from the first decoded frame."""
         return self._size
 
     @property
@@ -296,6 +305,16 @@ def _redact(target: str | int) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+@dataclass(frozen=True, slots=True)
+class _Captured:
+    """A decoded live frame waiting in the one-slot buffer, not yet converted to BGR."""
+
+    frame: av.VideoFrame
+    index: int
+    t_s: float
+    wall_time_s: float
+
+
 class LiveSource:
     """A live camera (RTSP/network URL or USB device index) read by a background thread.
 
@@ -324,6 +343,7 @@ class LiveSource:
         reconnect_max_s: float = 30.0,
         rng: random.Random | None = None,
         on_packet: PacketTap | None = None,
+        fit_px: tuple[int, int] | None = None,
     ) -> None:
         for name, value in (
             ("open_timeout_s", open_timeout_s),
@@ -348,12 +368,13 @@ class LiveSource:
         self._reconnect_max_s = reconnect_max_s
         self._rng = rng if rng is not None else random.Random()
         self._on_packet = on_packet
+        self._fit_px = fit_px
         self.info: StreamInfo | None = None
 
         self._stop = threading.Event()
         self._cond = threading.Condition()  # guards every field below
         self._state = SourceState.CONNECTING
-        self._latest: Frame | None = None
+        self._latest: _Captured | None = None
         self._next_index = 0
         self._frames_read = 0
         self._dropped_frames = 0
@@ -369,7 +390,7 @@ class LiveSource:
 
     @classmethod
     def from_config(cls, cfg: RtspSourceConfig | UsbSourceConfig, rng: random.Random | None = None,
-                    on_packet: PacketTap | None = None) -> Self:
+                    on_packet: PacketTap | None = None, fit_px: tuple[int, int] | None = None) -> Self:
         target: str | int = cfg.url if isinstance(cfg, RtspSourceConfig) else cfg.device_index
         return cls(
             target,
@@ -379,6 +400,7 @@ class LiveSource:
             reconnect_max_s=cfg.reconnect_max_s,
             rng=rng,
             on_packet=on_packet,
+            fit_px=fit_px,
         )
 
     # ---------------------------------------------------------------------------------- public state
@@ -446,8 +468,11 @@ class LiveSource:
                 if self._state is SourceState.CLOSED or remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            frame, self._latest = self._latest, None
-            return frame
+            got, self._latest = self._latest, None
+        # Converted here, outside the lock and only for frames a consumer takes: a frame overwritten
+        # in the slot (dropped) never pays for its colour conversion.
+        return Frame(_bgr(got.frame, self._fit_px), got.index, t_s=got.t_s, wall_time_s=got.wall_time_s,
+                     pts=got.frame.pts, source_size=(got.frame.width, got.frame.height))
 
     def __iter__(self) -> Iterator[Frame]:
         """Frames as they come; blocks while the camera is offline and ends after ``close()``."""
@@ -575,15 +600,13 @@ class LiveSource:
                     self._lost(f"stalled: no new frame for {now - last_new:.2f} s", stall=True)
                     return got_frame
                 last_new = now
-                image = _bgr(frame)
                 wall_time_s = time.time()
                 with self._cond:
                     if self._state is SourceState.CLOSED:
                         return got_frame
                     if self._latest is not None:
                         self._dropped_frames += 1
-                    self._latest = Frame(image, self._next_index, t_s=now, wall_time_s=wall_time_s,
-                                         pts=frame.pts)
+                    self._latest = _Captured(frame, self._next_index, now, wall_time_s)
                     self._next_index += 1
                     self._frames_read += 1
                     self._last_frame_mono = now
@@ -629,10 +652,10 @@ class LiveSource:
 # --------------------------------------------------------------------------------------------- factory
 def open_source(
     cfg: FileSourceConfig | RtspSourceConfig | UsbSourceConfig, rng: random.Random | None = None,
-    on_packet: PacketTap | None = None,
+    on_packet: PacketTap | None = None, fit_px: tuple[int, int] | None = None,
 ) -> FileSource | LiveSource:
-    """The source a camera's config describes. Raises ``SourceError`` only for files (a camera that is
-    down at start-up is retried in the background instead)."""
+    """The source a camera's config describes, delivering analysis copies that fit ``fit_px``. Raises
+    ``SourceError`` only for files (a camera that is down at start-up is retried in the background)."""
     if isinstance(cfg, FileSourceConfig):
-        return FileSource(cfg.path, on_packet=on_packet)
-    return LiveSource.from_config(cfg, rng=rng, on_packet=on_packet)
+        return FileSource(cfg.path, on_packet=on_packet, fit_px=fit_px)
+    return LiveSource.from_config(cfg, rng=rng, on_packet=on_packet, fit_px=fit_px)

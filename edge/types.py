@@ -30,6 +30,11 @@ def class_name(class_id: int) -> str:
 class Frame:
     """One decoded video frame (BGR, uint8, HxWx3) with its position in the stream.
 
+    ``image`` is the *analysis copy*: the decoder scales the camera frame down to about the detector's
+    input size, so full-resolution pixels are never converted or held (clips are cut from the encoded
+    packets instead). ``source_size`` is the camera frame's ``(width, height)``; coordinates handed to
+    the analytics are always in those source pixels (``Frame.to_source``).
+
     ``t_s`` is media time for files (deterministic replay) and ``time.monotonic()`` for live sources.
     ``wall_time_s`` is the UTC wall clock (seconds since the epoch) at capture for live sources, and
     ``None`` for files (the replay maps media time onto a configured start time).
@@ -41,6 +46,22 @@ class Frame:
     wall_time_s: float | None = None
     #: Presentation timestamp in the stream's time base (links the frame to its encoded packets).
     pts: int | None = None
+    #: Camera frame ``(width, height)``; None when ``image`` is the full frame.
+    source_size: tuple[int, int] | None = None
+
+    @property
+    def to_source(self) -> tuple[float, float]:
+        """Factors ``(sx, sy)`` from image pixels to source pixels (1, 1 for a full-size image)."""
+        if self.source_size is None:
+            return 1.0, 1.0
+        h, w = self.image.shape[:2]
+        return self.source_size[0] / w, self.source_size[1] / h
+
+
+def fit_within(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` of ``size`` scaled to fit inside ``box`` keeping its aspect ratio (never up)."""
+    scale = min(box[0] / size[0], box[1] / size[1], 1.0)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +134,13 @@ class Detections:
     def __getitem__(self, mask: npt.NDArray[np.bool_] | IntArray) -> Detections:
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask])
 
+    def scaled(self, sx: float, sy: float) -> Detections:
+        """Boxes multiplied by ``sx`` in x and ``sy`` in y (image pixels to source pixels)."""
+        if sx == 1.0 and sy == 1.0:
+            return self
+        factors = np.array([sx, sy, sx, sy], np.float32)
+        return Detections(self.xyxy * factors, self.confidence, self.class_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Tracks:
@@ -131,6 +159,10 @@ class Tracks:
     #: ``(N,4)`` box where each track was first detected (before it was confirmed), when the tracker
     #: knows it: counting starts from there, so a track confirmed just past a line still counts.
     origin_xyxy: FloatArray | None = None
+    #: ``(N,4)`` the detection box matched before this one, when the tracker knows it: with ``origin_xyxy``
+    #: it traces a newly confirmed track's path instead of one straight chord (which cuts corners when
+    #: detection runs on every k-th frame only).
+    previous_xyxy: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -140,6 +172,8 @@ class Tracks:
         _check_rows("tracker_id", self.tracker_id, n)
         if self.origin_xyxy is not None:
             _check_rows("origin_xyxy", self.origin_xyxy, n, (4,))
+        if self.previous_xyxy is not None:
+            _check_rows("previous_xyxy", self.previous_xyxy, n, (4,))
 
     def __len__(self) -> int:
         return len(self.xyxy)

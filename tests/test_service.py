@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 import yaml
 
@@ -17,6 +19,7 @@ from edge.config import EdgeConfig, parse_config
 from edge.errors import ConfigError
 from edge.protocol import PROTOCOL
 from edge.service import CameraWorker, Service
+from edge.types import Detections
 from tests.conftest import REPO, shared_path
 from tests.mqtt_broker import (
     DEVICE,
@@ -79,13 +82,22 @@ def test_edge_run_publishes_status_metrics_and_goes_offline_on_sigterm(broker: B
         col.stop()
 
 
+class NoDetector:
+    """A detector for tests that never reach inference."""
+
+    input_size_px = (416, 416)
+
+    def __call__(self, image: npt.NDArray[np.uint8]) -> Detections:
+        raise AssertionError("inference is not expected in this test")
+
+
 def test_run_refuses_a_config_without_mqtt_or_sources(tmp_path: Path) -> None:
     config = parse_config({"device_id": "d", "detector": {"model_dir": str(shared_path("models"))},
                            "cameras": [{"name": "c"}]})
     with pytest.raises(ConfigError, match="mqtt"):
-        Service(config, tmp_path / "x.yaml", lambda image: None)  # type: ignore[arg-type]
+        Service(config, tmp_path / "x.yaml", NoDetector())
     with pytest.raises(ConfigError, match="source"):
-        CameraWorker(config, config.cameras[0], lambda image: None, None)  # type: ignore[arg-type]
+        CameraWorker(config, config.cameras[0], NoDetector(), None)  # type: ignore[arg-type]
 
 
 def test_status_payload_stays_small_with_the_attestation(broker: Broker, tmp_path: Path) -> None:
@@ -135,7 +147,7 @@ def test_watchdog_restarts_a_crashed_camera_within_its_budget(tmp_path: Path) ->
     })
     config_path = tmp_path / "c.yaml"
     config_path.write_text("{}")
-    service = Service(config, config_path, lambda image: None)  # type: ignore[arg-type]
+    service = Service(config, config_path, NoDetector())
     worker = service.workers[0]
     worker.start()
     assert wait_until(lambda: not worker.alive, 10)
