@@ -126,7 +126,24 @@ class DetectorConfig(StrictModel):
         description="A person box lying on a bicycle or motorcycle box by at least this fraction of its own "
         "area is the rider and is dropped: the two-wheeler is the road user.",
     )
-    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
+    threads: int = Field(
+        1, ge=1, le=64,
+        description="onnxruntime intra-op threads. 1 suits a 2-4 core device: decoding runs on another core "
+        "at the same time. Raise it when cores are idle (see tools/bench_replay.py).",
+    )
+    thread_spinning: bool = Field(
+        False,
+        description="Let onnxruntime's worker threads spin between inferences (lower latency with threads > 1, "
+        "but they burn CPU that the decoder and the analytics need on a small device).",
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level (constant folding, node fusions, layout).",
+    )
+    cpu_memory_arena: bool = Field(
+        True,
+        description="onnxruntime's CPU memory arena: reuses tensor buffers between inferences (fast, fixed "
+        "input size). Off only if RSS matters more than speed with a dynamic input size.",
+    )
     stride_frames: int = Field(
         1, ge=1, le=10,
         description="Detect on every k-th frame and let the tracker predict in between (for weak devices). "

@@ -63,10 +63,36 @@ def choose_providers(wanted: tuple[str, ...], available: list[str]) -> list[str]
         if provider in available:
             chosen.append(provider)
         else:
-            log.warning("execution provider %s (%s) is not available here; skipping it", name, provider)
+            log.warning("execution provider %s (%s) is not available in this onnxruntime build; skipping it "
+                        "(install the matching onnxruntime package, e.g. onnxruntime-gpu or "
+                        "onnxruntime-openvino)", name, provider)
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
+    if chosen[0] == "CPUExecutionProvider" and wanted[0] != "cpu":
+        log.warning("no accelerator available: falling back to CPU inference")
     return chosen
+
+
+_GRAPH_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session_options(config: DetectorConfig) -> ort.SessionOptions:
+    """onnxruntime session options from the detector config: one inference at a time (sequential, one
+    inter-op thread), ``threads`` intra-op threads, no spinning unless asked, the chosen graph
+    optimisation and memory arena."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = config.threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = _GRAPH_OPTIMIZATION[config.graph_optimization]
+    opts.enable_cpu_mem_arena = config.cpu_memory_arena
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.thread_spinning else "0")
+    return opts
 
 
 def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -133,17 +159,18 @@ class Detector:
         self.model_path, model_bytes = read_verified(self.entry, config.model_dir)
         self.model_sha256 = self.entry.sha256
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = config.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(config.execution_providers, ort.get_available_providers())
         try:
-            self._session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
+            self._session = ort.InferenceSession(model_bytes, sess_options=session_options(config),
+                                                 providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"onnxruntime cannot load {self.model_path}: {exc}") from None
         self.providers = self._session.get_providers()
+        if self.providers[0] != providers[0]:  # installed, but the device is missing or failed to start
+            log.warning("execution provider %s could not start here; running on %s instead",
+                        providers[0], ", ".join(self.providers))
+        log.info("detector %s %dx%d on %s, %d thread(s)", self.entry.name, self.input_w, self.input_h,
+                 ", ".join(self.providers), config.threads)
         self._input_name = self._session.get_inputs()[0].name
 
         ids = self.entry.road_user_ids()

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from edge.config import DetectorConfig
-from edge.detect import Detector, choose_providers, merge_riders, suppress_cross_class
+from edge.detect import Detector, choose_providers, merge_riders, session_options, suppress_cross_class
 from edge.errors import ModelError
 from edge.models import load_manifest
 from edge.types import ROAD_USER_CLASSES, Detections
@@ -93,6 +94,30 @@ def test_unavailable_providers_fall_back_to_cpu() -> None:
     assert choose_providers(("cuda", "cpu"), ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert choose_providers(("cuda",), ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_a_missing_accelerator_is_reported_and_cpu_runs(model_dir: Path, overpass_frame: np.ndarray,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # This machine has no GPU and a CPU-only onnxruntime: asking for CUDA, TensorRT and OpenVINO must say
+    # so and still detect on the CPU.
+    config = DetectorConfig(model_dir=model_dir, execution_providers=("cuda", "tensorrt", "openvino", "cpu"))
+    with caplog.at_level("WARNING", logger="edge.detect"):
+        detector = Detector(config)
+    assert detector.providers == ["CPUExecutionProvider"]
+    assert "falling back to CPU" in caplog.text
+    for name in ("cuda", "tensorrt", "openvino"):
+        assert f"execution provider {name} " in caplog.text
+    assert len(detector(overpass_frame)) > 0
+
+
+def test_session_options_follow_the_config() -> None:
+    opts = session_options(DetectorConfig(threads=3, graph_optimization="basic", cpu_memory_arena=False))
+    assert opts.intra_op_num_threads == 3 and opts.inter_op_num_threads == 1
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert not opts.enable_cpu_mem_arena
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options(DetectorConfig(thread_spinning=True)).get_session_config_entry(
+        "session.intra_op.allow_spinning") == "1"
 
 
 def test_riders_merge_into_their_two_wheeler() -> None:
