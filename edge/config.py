@@ -129,7 +129,7 @@ class DetectorConfig(StrictModel):
     threads: int = Field(
         1, ge=1, le=64,
         description="onnxruntime intra-op threads. 1 suits a 2-4 core device: decoding runs on another core "
-        "at the same time. Raise it when cores are idle (see tools/bench_replay.py).",
+        "at the same time. Raise it when cores are idle (see tools/bench.py).",
     )
     thread_spinning: bool = Field(
         False,

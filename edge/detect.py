@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,16 @@ _CROSS_CLASS = np.array([ROAD_USER_CLASSES.index(c) for c in ("car", "bus", "tru
 _TWO_WHEELERS = np.array([ROAD_USER_CLASSES.index(c) for c in ("bicycle", "motorcycle")])
 _PERSON = ROAD_USER_CLASSES.index("person")
 _PAD_VALUE = 114
+
+
+@dataclass(slots=True)
+class DetectorTimes:
+    """Seconds spent per detector step, summed over calls (for benchmarks)."""
+
+    calls: int = 0
+    preprocess_s: float = 0.0  # letterbox and blob
+    inference_s: float = 0.0  # onnxruntime
+    postprocess_s: float = 0.0  # decode, NMS, cross-class suppression, riders
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +189,7 @@ class Detector:
         self._road_cls = np.array([ids[k] for k in sorted(ids)], np.int64)
         self._grid, self._stride = _yolox_grid(self.input_w, self.input_h)
         self._canvas = np.full((self.input_h, self.input_w, 3), _PAD_VALUE, np.uint8)
+        self.times = DetectorTimes()
 
     @property
     def input_size_px(self) -> tuple[int, int]:
@@ -245,10 +257,20 @@ class Detector:
         return merge_riders(dets, cfg.rider_overlap_threshold)
 
     def __call__(self, image: npt.NDArray[np.uint8]) -> Detections:
+        t0 = time.perf_counter()
         blob, box = self.letterbox(image)
-        dets = self.decode(self.infer(blob), box)
+        t1 = time.perf_counter()
+        raw = self.infer(blob)
+        t2 = time.perf_counter()
+        dets = self.decode(raw, box)
         h, w = image.shape[:2]
         clipped = np.clip(dets.xyxy, 0, [w, h, w, h]).astype(np.float32)
+        t3 = time.perf_counter()
+        times = self.times
+        times.calls += 1
+        times.preprocess_s += t1 - t0
+        times.inference_s += t2 - t1
+        times.postprocess_s += t3 - t2
         return Detections(clipped, dets.confidence, dets.class_id)
 
 

@@ -54,11 +54,22 @@ class FrameResult:
     events: list[NearMissEvent] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Detected:
+    """A frame after the detect half of the pipeline: what the detector found, if it ran."""
+
+    frame: Frame
+    detections: Detections  # in source pixels; empty when the detector did not run
+    ran: bool  # the detector ran on this frame (not skipped by stride or motion gating)
+    still: bool  # motion gating found nothing moving: the previous frame's boxes still hold
+
+
 @dataclass(slots=True)
 class StageTimes:
     """Seconds spent per stage, summed over frames (for benchmarks and health)."""
 
-    detect_s: float = 0.0
+    gate_s: float = 0.0  # motion gating
+    detect_s: float = 0.0  # the detector call: preprocess, inference, postprocess
     track_s: float = 0.0
     analytics_s: float = 0.0
     conflicts_s: float = 0.0  # part of analytics_s: ground kinematics and near-miss detection
@@ -117,28 +128,41 @@ class CameraPipeline:
         return frame.wall_time_s if frame.wall_time_s is not None else self.start_utc_s + frame.t_s
 
     def process(self, frame: Frame, dropped_before: int = 0) -> FrameResult:
+        """Both halves for one frame, in order (``detect`` then ``analyse``)."""
+        return self.analyse(self.detect(frame), dropped_before)
+
+    def detect(self, frame: Frame) -> Detected:
+        """The detect half: stride, motion gating and the detector. Needs nothing from earlier frames'
+        tracks, so it may run in its own thread ahead of ``analyse`` (frames must come in order)."""
         t0 = time.perf_counter()
-        detect = frame.index % self.stride == 0
-        still = False  # motion gating found nothing moving: the previous frame's boxes still hold
-        if detect and self.gate is not None:
-            detect = self.gate.needs_detection(frame.image)
-            still = not detect
-        detections = self.detector(frame.image).scaled(*frame.to_source) if detect else Detections.empty()
+        run = frame.index % self.stride == 0
+        still = False
+        if run and self.gate is not None:
+            run = self.gate.needs_detection(frame.image)
+            still = not run
         t1 = time.perf_counter()
-        tracks = self.tracker.update(detections) if detect else self.tracker.coast()
-        self.detected_frames += detect
+        detections = self.detector(frame.image).scaled(*frame.to_source) if run else Detections.empty()
+        self.times.gate_s += t1 - t0
+        self.times.detect_s += time.perf_counter() - t1
+        return Detected(frame, detections, run, still)
+
+    def analyse(self, detected: Detected, dropped_before: int = 0) -> FrameResult:
+        """The analyse half, in frame order: tracking, counting, windows, clips, ground analytics."""
+        frame, detections = detected.frame, detected.detections
+        t1 = time.perf_counter()
+        tracks = self.tracker.update(detections) if detected.ran else self.tracker.coast()
+        self.detected_frames += detected.ran
         t2 = time.perf_counter()
         windows = self.windows.advance(self.utc_s(frame), dropped_before)
         crossings = self.counter.update(tracks, frame.t_s)
         self.windows.add_crossings(crossings)
         if self.recorder is not None:
-            if not still:
+            if not detected.still:
                 self._last_redaction = self._redaction_boxes(tracks, detections)
             self.recorder.observe(frame, self._last_redaction)
         t3 = time.perf_counter()
         events = self._ground(frame, tracks, crossings)
         t4 = time.perf_counter()
-        self.times.detect_s += t1 - t0
         self.times.track_s += t2 - t1
         self.times.analytics_s += t4 - t2
         self.times.conflicts_s += t4 - t3

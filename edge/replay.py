@@ -1,21 +1,19 @@
 """Offline replay: run one camera's pipeline over a recorded file as fast as the machine allows.
 
-Decoding runs in a reader thread feeding a small bounded queue, so it overlaps inference (OpenCV and
-onnxruntime both release the GIL). Nothing is dropped in replay: the reader waits when the queue is
-full. Output: ``OUTDIR/metrics.jsonl`` with one record per window (the last partial window included and
+Three stages overlap (``edge.stages``): decoding in one thread, motion gating and detection in a second,
+tracking and analytics in the caller's; bounded queues join them. Nothing is dropped in replay: a stage
+that runs ahead waits. Output: ``OUTDIR/metrics.jsonl`` with one record per window (the last partial window included and
 marked), ``OUTDIR/events.jsonl`` with the near-misses and, for a calibrated camera, ``OUTDIR/speeds.jsonl``
 with the speeds per window; all byte-identical for the same video and config.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import queue
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,14 +23,17 @@ from tqdm import tqdm
 from edge.analytics.windows import WindowRecord
 from edge.clips.recorder import ClipCounters, build_recorder
 from edge.config import EdgeConfig
+from edge.detect import DetectorTimes
 from edge.errors import EdgeError
 from edge.payloads import NearMissEvent, WindowSpeeds
 from edge.pipeline import CameraPipeline, ObjectDetector, StageTimes
 from edge.publish.mqtt import MqttPublisher
 from edge.source import FileSource
-from edge.types import ROAD_USER_CLASSES, Frame
+from edge.stages import Prefetch
+from edge.types import ROAD_USER_CLASSES
 
-_QUEUE_FRAMES = 8  # decoded frames buffered ahead of inference (1080p BGR: 6 MB each)
+_DECODED_AHEAD = 8  # analysis copies queued ahead of detection (416x234 BGR: 0.3 MB each)
+_DETECTED_AHEAD = 4  # detected frames queued ahead of tracking and analytics
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class ReplaySummary:
     wall_s: float
     decode_s: float
     times: StageTimes
+    detector_times: DetectorTimes | None
     counts: dict[tuple[str, str, str], int]
     lines: list[tuple[str, tuple[str, str]]]
     windows: int
@@ -57,59 +59,6 @@ class ReplaySummary:
     @property
     def x_real_time(self) -> float:
         return self.video_s / self.wall_s if self.wall_s > 0 else 0.0
-
-
-class _Reader:
-    """Decodes frames in a thread into a bounded queue; the consumer iterates them."""
-
-    _END = object()
-
-    def __init__(self, source: FileSource, max_frames: int | None) -> None:
-        self._source = source
-        self._max = max_frames
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_FRAMES)
-        self._stop = threading.Event()
-        self.decode_s = 0.0
-        self._thread = threading.Thread(target=self._run, name="replay-reader", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            frames = iter(self._source)
-            n = 0
-            while self._max is None or n < self._max:
-                t0 = time.perf_counter()
-                frame = next(frames, None)
-                self.decode_s += time.perf_counter() - t0
-                if frame is None or not self._put(frame):
-                    break
-                n += 1
-            self._put(self._END)
-        except Exception as exc:  # forwarded to the consumer, which raises it
-            self._put(exc)
-
-    def __iter__(self) -> Iterator[Frame]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, Exception):
-                raise item
-            if isinstance(item, Frame):
-                yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Path, *,
@@ -139,7 +88,8 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
     speeds_tmp = outdir / ".speeds.jsonl.partial"
     with FileSource(video, on_packet=recorder.ring if recorder else None, fit_px=detector.input_size_px) as source:
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
-        reader = _Reader(source, max_frames)
+        frames = Prefetch(itertools.islice(source, max_frames), _DECODED_AHEAD, "replay-decode")
+        detected = Prefetch(map(pipeline.detect, frames), _DETECTED_AHEAD, "replay-detect")
         bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True,
                    desc=video.name, file=sys.stderr)
         t0 = time.perf_counter()
@@ -166,8 +116,9 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                             if publisher is not None:
                                 publisher.put_metrics(rec)
 
-                for frame in reader:
-                    result = pipeline.process(frame)
+                for d in detected:
+                    frame = d.frame
+                    result = pipeline.analyse(d)
                     write(result.windows, result.events)
                     while recorder is not None and forced and frame.t_s >= forced[0]:
                         recorder.trigger(f"forced-{forced.pop(0):g}", frame, pipeline.utc_s(frame))
@@ -183,7 +134,8 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
             if pipeline.kinematics is not None:
                 os.replace(speeds_tmp, outdir / "speeds.jsonl")
         finally:
-            reader.close()
+            frames.close()
+            detected.close()
             bar.close()
             metrics_tmp.unlink(missing_ok=True)
             events_tmp.unlink(missing_ok=True)
@@ -194,8 +146,8 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
         wall = time.perf_counter() - t0
         video_s = pipeline.totals.frames / source.fps
     return ReplaySummary(
-        video=video, frames=pipeline.totals.frames, video_s=video_s, wall_s=wall, decode_s=reader.decode_s,
-        times=pipeline.times, counts=dict(pipeline.totals.crossings),
+        video=video, frames=pipeline.totals.frames, video_s=video_s, wall_s=wall, decode_s=frames.busy_s,
+        times=pipeline.times, detector_times=getattr(detector, "times", None), counts=dict(pipeline.totals.crossings),
         lines=[(line.name, line.directions) for line in pipeline.counter.lines], windows=n_windows,
         clips=recorder.counters if recorder else None, events=dict(events),
         detected_frames=pipeline.detected_frames,
