@@ -95,3 +95,18 @@ def test_a_track_confirmed_past_the_line_counts_from_where_it_was_first_seen() -
                     np.array([3]), (), first_seen)  # first reported at (50, 80): above it
     (c,) = counter.update(tracks, 0.0)
     assert (c.line, c.direction) == ("L", "up")
+
+
+def test_a_new_track_follows_its_path_through_the_previous_detection() -> None:
+    # First seen at (20, 130) below the line, then (30, 90) above it, left of the line's end (x = 40): it
+    # passed beside the line. Reported only now at (100, 60): the straight chord from where it was first
+    # seen would cut across the line; the path through the previous detection does not.
+    line = LineConfig(name="L", points_px=((40, 100), (200, 100)))
+    counter = LineCounter((line,), hysteresis_px=4)
+    first, previous = np.array([[10, 110, 30, 130]], np.float32), np.array([[20, 70, 40, 90]], np.float32)
+    tracks = Tracks(np.array([[90, 40, 110, 60]], np.float32), np.array([0.9], np.float32), np.array([CAR]),
+                    np.array([3]), (), first, previous)
+    assert counter.update(tracks, 0.0) == []
+    without_path = LineCounter((line,), hysteresis_px=4)
+    chord = Tracks(tracks.xyxy, tracks.confidence, tracks.class_id, tracks.tracker_id, (), first)
+    assert len(without_path.update(chord, 0.0)) == 1  # what the chord alone would have counted

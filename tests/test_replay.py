@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, MotionGatingConfig
 from edge.detect import Detector
 from edge.payloads import WindowMetrics
 from edge.replay import replay
@@ -101,3 +101,29 @@ def test_cli_reports_a_missing_video_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "none.mp4" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def with_detector(config: EdgeConfig, **update: object) -> EdgeConfig:
+    return config.model_copy(update={"detector": config.detector.model_copy(update=update)})
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_detection_stride_keeps_the_1080p_highway_count(model_dir: Path, tmp_path: Path, stride: int) -> None:
+    # Hand truth: 31 vehicles cross L2 (../shared/docs/DATA.md); per-frame detection counts 31. The bar
+    # for stride is within 2 % of that, i.e. not one vehicle lost or added.
+    config = with_detector(repo_config("highway-1080p.yaml", model_dir), stride_frames=stride)
+    summary = replay(shared_path("footage/bench/highway_1080p.mp4"), config, Detector(config.detector), tmp_path)
+    got = sum(n for (line, _, cls), n in summary.counts.items() if line == "L2" and cls in MOTOR_VEHICLE_CLASSES)
+    assert abs(got - 31) <= 0.02 * 31, summary.counts
+    assert summary.detected_frames == -(-500 // stride)
+
+
+def test_motion_gating_skips_still_frames_and_keeps_the_counts(model_dir: Path, tmp_path: Path) -> None:
+    video = shared_path("footage/bench/carpark_1080p_audio.mp4")
+    config = repo_config("carpark-1080p.yaml", model_dir)
+    gated_config = with_detector(config, motion_gating=MotionGatingConfig())
+    every = replay(video, config, Detector(config.detector), tmp_path / "every")
+    gated = replay(video, gated_config, Detector(gated_config.detector), tmp_path / "gated")
+    assert every.detected_frames == every.frames == 377
+    assert gated.detected_frames < 0.6 * gated.frames  # the empty car park lane skips most frames
+    assert gated.counts == every.counts and sum(every.counts.values()) >= 1

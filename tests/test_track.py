@@ -410,3 +410,40 @@ def test_long_run_keeps_track_count_and_memory_bounded() -> None:
     assert retained_in_window < 128_000, f"{retained_in_window} B allocated in the last {window} frames are held"
     growth = state_at_end - state_after_warmup
     assert growth < 100_000, f"tracker state grew by {growth} B from frame {warmup} to {n_frames}"
+
+
+# ------------------------------------------------------------------------------------- detection stride
+@pytest.mark.parametrize("stride", [3, 4])
+def test_fast_road_user_detected_every_kth_frame_keeps_one_track(stride: int) -> None:
+    # 12 px per frame, box 40 px wide: after 3 or more frames a new (velocity-less) track's box overlaps
+    # the next detection by IoU 0.05 or less; the buffered IoU of tentative tracks must still pair them.
+    tracker = ByteTracker(config(minimum_consecutive_frames=3))
+    seen: set[int] = set()
+    for frame in range(60):
+        if frame % stride:
+            tracker.coast()
+            continue
+        seen.update(ids(tracker.update(dets([box(12.0 * frame, 100)]))))
+    assert seen == {1}
+
+
+def test_a_missed_detection_under_stride_counts_all_the_frames_it_spans() -> None:
+    # lost_track_buffer_frames is in frames: with detection every 5th frame, a track unmatched on three
+    # detection frames has been gone for 15 frames and ends past a 10-frame buffer.
+    tracker = ByteTracker(config(minimum_consecutive_frames=1, lost_track_buffer_frames=10))
+    tracker.update(dets([box(0, 0)]))
+    ended: list[int] = []
+    for frame in range(1, 16):
+        out = tracker.coast() if frame % 5 else tracker.update(Detections.empty())
+        ended += out.ended_ids
+    assert ended == [1]
+
+
+def test_tracks_report_the_previous_detection_box() -> None:
+    tracker = ByteTracker(config(minimum_consecutive_frames=2))
+    tracker.update(dets([box(0, 0)]))
+    out = tracker.update(dets([box(5, 0)]))
+    assert out.previous_xyxy is not None and out.origin_xyxy is not None
+    assert out.previous_xyxy.tolist() == [box(0, 0)] == out.origin_xyxy.tolist()
+    out = tracker.update(dets([box(10, 0)]))
+    assert out.previous_xyxy is not None and out.previous_xyxy.tolist() == [box(5, 0)]
