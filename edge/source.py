@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from edge.config import FileSourceConfig, RtspSourceConfig, UsbSourceConfig
 from edge.errors import SourceError
-from edge.types import EncodedPacket, Frame, StreamInfo, fit_within
+from edge.types import EncodedPacket, Frame, StreamInfo, analysis_size
 
 __all__ = [
     "FileSource",
@@ -119,10 +119,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def _bgr(frame: av.VideoFrame, fit_px: tuple[int, int] | None) -> npt.NDArray[np.uint8]:
-    """The frame as BGR, scaled by FFmpeg's scaler to fit ``fit_px`` (area averaging, no aliasing)."""
+    """The frame as BGR; with ``fit_px`` (a model input size) its analysis copy, area-averaged by
+    FFmpeg's scaler (no aliasing)."""
     if fit_px is None:
         return np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
-    w, h = fit_within((frame.width, frame.height), fit_px)
+    w, h = analysis_size((frame.width, frame.height), fit_px)
     return np.asarray(frame.to_ndarray(width=w, height=h, format="bgr24", interpolation="AREA"), np.uint8)
 
 
@@ -131,7 +132,8 @@ class FileSource:
     """A recorded video file, decoded frame by frame until the end of the file.
 
     Iteration is single pass: a second ``for`` loop continues where the first one stopped. Frames are
-    BGR uint8 ``HxWx3``, scaled down to fit ``fit_px`` when given (the analysis copy, see ``Frame``);
+    BGR uint8 ``HxWx3``, scaled down for a model input of ``fit_px`` when given (the analysis copy, see
+    ``Frame``);
     ``Frame.t_s = index / fps`` (media time, deterministic), ``Frame.pts`` the stream timestamp, and
     ``Frame.wall_time_s is None``. ``on_packet`` receives each encoded packet.
 
