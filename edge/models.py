@@ -38,6 +38,17 @@ class ModelEntry(BaseModel):
     licence: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     url: str | None
+    derived_by: str | None = Field(
+        None, description="Command that produces this file locally from another manifest model (no download)."
+    )
+
+    def how_to_get(self) -> str:
+        """What the user runs to put this model's file in place."""
+        if self.derived_by:
+            return f"produce it with `{self.derived_by}` (the file is derived locally, not downloaded)"
+        if self.url:
+            return f"run `edge models fetch {self.name}`"
+        return "copy it from ../shared/models"
 
     def road_user_ids(self) -> dict[int, int]:
         """Model class id -> index into ``ROAD_USER_CLASSES``."""
@@ -94,15 +105,17 @@ def read_verified(entry: ModelEntry, model_dir: Path | None) -> tuple[Path, byte
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             if digest != entry.sha256:
+                cause = "corrupt or tampered with"
+                if entry.derived_by:
+                    cause += f", or `{entry.derived_by}` ran with other library versions than the pinned file's"
                 raise ModelError(
                     f"model file {path} does not match the manifest (sha256 {digest}, expected "
-                    f"{entry.sha256}): it is corrupt or tampered with; delete it and fetch it again"
+                    f"{entry.sha256}): it is {cause}; delete it and {entry.how_to_get()}"
                 )
             return path, data
     where = ", ".join(str(d) for d in dirs)
-    hint = f"run `edge models fetch {entry.name}`" if entry.url else "copy it from ../shared/models"
     raise ModelError(
-        f"model file {entry.file} ({entry.name}) not found in: {where}; {hint}, or point "
+        f"model file {entry.file} ({entry.name}) not found in: {where}; {entry.how_to_get()}, or point "
         "detector.model_dir or EDGE_MODEL_DIR at the folder that holds it"
     )
 
@@ -110,7 +123,7 @@ def read_verified(entry: ModelEntry, model_dir: Path | None) -> tuple[Path, byte
 def fetch(entry: ModelEntry, dest_dir: Path | None = None, timeout_s: float = 60.0) -> Path:
     """Download ``entry.url`` into ``dest_dir`` (default: the cache) and keep it only if its sha256 matches."""
     if entry.url is None:
-        raise AssetError(f"model {entry.name} has no pinned public URL; copy {entry.file} from ../shared/models")
+        raise AssetError(f"model {entry.name} ({entry.file}) has no pinned public URL: {entry.how_to_get()}")
     dest_dir = dest_dir or cache_dir()
     dest = dest_dir / entry.file
     if dest.is_file() and sha256_file(dest) == entry.sha256:
