@@ -1,7 +1,8 @@
 """Offline replay: run one camera's pipeline over a recorded file as fast as the machine allows.
 
-Three stages overlap (``edge.stages``): decoding in one thread, motion gating and detection in a second,
-tracking and analytics in the caller's; bounded queues join them. Nothing is dropped in replay: a stage
+The stages overlap (``edge.stages``): decoding in one thread, motion gating and detection in a second,
+tracking and analytics in the caller's (on 2 cores, detection shares the caller's thread); bounded queues
+join them. Nothing is dropped in replay: a stage
 that runs ahead waits. Output: ``OUTDIR/metrics.jsonl`` with one record per window (the last partial window included and
 marked), ``OUTDIR/events.jsonl`` with the near-misses and, for a calibrated camera, ``OUTDIR/speeds.jsonl``
 with the speeds per window; all byte-identical for the same video and config.
@@ -34,6 +35,10 @@ from edge.types import ROAD_USER_CLASSES
 
 _DECODED_AHEAD = 8  # analysis copies queued ahead of detection (416x234 BGR: 0.3 MB each)
 _DETECTED_AHEAD = 4  # detected frames queued ahead of tracking and analytics
+# Detection and analytics get a thread each only where cores allow: on 2 cores a third busy thread made
+# replay 5-10 % slower (the analytics' Python and the detect thread's pre/postprocessing fight for the GIL
+# and for the cores that decoding and inference already fill), so there the caller's thread does both.
+ANALYTICS_THREAD = (os.cpu_count() or 1) > 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,8 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
     with FileSource(video, on_packet=recorder.ring if recorder else None, fit_px=detector.input_size_px) as source:
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
         frames = Prefetch(itertools.islice(source, max_frames), _DECODED_AHEAD, "replay-decode")
-        detected = Prefetch(map(pipeline.detect, frames), _DETECTED_AHEAD, "replay-detect")
+        detecting = map(pipeline.detect, frames)
+        detected = Prefetch(detecting, _DETECTED_AHEAD, "replay-detect") if ANALYTICS_THREAD else None
         bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True,
                    desc=video.name, file=sys.stderr)
         t0 = time.perf_counter()
@@ -116,7 +122,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                             if publisher is not None:
                                 publisher.put_metrics(rec)
 
-                for d in detected:
+                for d in detected if detected is not None else detecting:
                     frame = d.frame
                     result = pipeline.analyse(d)
                     write(result.windows, result.events)
@@ -135,7 +141,8 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                 os.replace(speeds_tmp, outdir / "speeds.jsonl")
         finally:
             frames.close()
-            detected.close()
+            if detected is not None:
+                detected.close()
             bar.close()
             metrics_tmp.unlink(missing_ok=True)
             events_tmp.unlink(missing_ok=True)
