@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 from edge.config import FileSourceConfig, RtspSourceConfig, UsbSourceConfig
@@ -32,6 +34,7 @@ from edge.source import (
     backoff_delay_s,
     open_source,
 )
+from edge.types import Detections, analysis_size
 from tests.conftest import missing, shared_path
 
 #: Disconnect/reconnect cycles in the leak test. RELIABILITY.md B3 asks for 100 (about 2 min here);
@@ -144,6 +147,25 @@ def test_file_source_yields_every_frame_with_media_time() -> None:
         assert f.t_s == f.index / src.fps
         assert f.wall_time_s is None
     assert frames[1].image.tobytes() != frames[0].image.tobytes(), "frames must be distinct, not repeats"
+
+
+def test_analysis_copies_are_small_and_map_back_to_source_pixels() -> None:
+    # 1080p for a 416x416 model: divided by 4 (the largest whole factor keeping >= 416x234), never upscaled
+    assert analysis_size((1920, 1080), (416, 416)) == (480, 270)
+    assert analysis_size((1920, 1080), (640, 384)) == (640, 360)
+    assert analysis_size((320, 240), (416, 416)) == (320, 240)
+    with FileSource(shared_path("footage/bench/highway_1080p.mp4"), fit_px=(416, 416)) as src:
+        assert src.size == (1920, 1080)
+        frame = next(iter(src))
+    assert frame.image.shape == (270, 480, 3) and frame.source_size == (1920, 1080)
+    assert frame.to_source == (4.0, 4.0)
+    box = Detections.from_lists([[10, 20, 30, 40]], [0.9], [0]).scaled(*frame.to_source)
+    assert box.xyxy.tolist() == [[40, 80, 120, 160]]
+    with FileSource(shared_path("footage/bench/highway_1080p.mp4")) as full:
+        reference = next(iter(full)).image
+    # an area average of the full frame, not a subsample: within a few grey levels of OpenCV's
+    expected = cv2.resize(reference, (480, 270), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(frame.image.astype(int) - expected).mean() < 3
 
 
 def test_file_source_stops_after_close() -> None:
