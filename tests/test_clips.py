@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.clips.buffer import PacketRing
-from edge.clips.recorder import ClipRecorder
+from edge.clips.recorder import WRITER_NICE, ClipRecorder
 from edge.clips.store import ClipStore
 from edge.config import ClipsConfig, EdgeConfig
 from edge.detect import Detector
@@ -262,3 +264,17 @@ def test_attestation_names_protocol_hashes_and_checks(model_dir: Path, tmp_path:
     assert checks["core_dumps_disabled"] is True  # set at start-up, as the service does
     assert record["ok"] is True
     assert proc.returncode == 0
+
+
+def test_the_clip_writer_runs_below_the_camera_loop(tmp_path: Path) -> None:
+    # Metrics before clips: re-encoding must not take CPU from counting on a 2-core device.
+    recorder = ClipRecorder(ClipsConfig(enabled=True), "dev", "cam", ClipStore(tmp_path / "clips", 1, 10**9))
+    try:
+        tid = recorder._writer.native_id
+        assert tid is not None
+        deadline = time.monotonic() + 5
+        while os.getpriority(os.PRIO_PROCESS, tid) != WRITER_NICE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, tid) == WRITER_NICE > os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        recorder.close()

@@ -11,6 +11,7 @@ Counting and publishing carry on regardless.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
@@ -41,6 +42,7 @@ _PENDING_JOBS = 2  # clips waiting for the writer; more means it cannot keep up:
 #: Kept beyond the pre-roll: the pipeline lags the reader by a few frames, and a near-miss is reported
 #: when its encounter ends, up to a few seconds after its critical moment.
 _KEEP_MARGIN_S = 8.0
+WRITER_NICE = 10  # the clip writer thread's nice value (Linux): below the camera loop
 RETENTION_INTERVAL_S = 600.0  # retention also runs on this timer, not only after a write
 
 
@@ -183,6 +185,11 @@ class ClipRecorder:
 
     # --------------------------------------------------------------------------------- writer thread
     def _write_loop(self) -> None:
+        # Clips yield the CPU to the camera loop: re-encoding a 1080p clip takes several seconds of CPU,
+        # and on a 2-core device it must not slow counting (metrics before clips). On Linux a thread has
+        # its own nice value, and the encoder threads FFmpeg starts from here inherit it.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
         while True:
             try:
                 job = self._jobs.get(timeout=RETENTION_INTERVAL_S)
