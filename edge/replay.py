@@ -2,10 +2,11 @@
 
 The stages overlap (``edge.stages``): decoding in one thread, motion gating and detection in a second,
 tracking and analytics in the caller's (on 2 cores, detection shares the caller's thread); bounded queues
-join them. Nothing is dropped in replay: a stage
-that runs ahead waits. Output: ``OUTDIR/metrics.jsonl`` with one record per window (the last partial window included and
-marked), ``OUTDIR/events.jsonl`` with the near-misses and, for a calibrated camera, ``OUTDIR/speeds.jsonl``
-with the speeds per window; all byte-identical for the same video and config.
+join them. Nothing is dropped in replay: a stage that runs ahead waits.
+
+Output: ``OUTDIR/metrics.jsonl`` with one record per window (the last partial window included and marked),
+``OUTDIR/events.jsonl`` with the near-misses and, for a calibrated camera, ``OUTDIR/speeds.jsonl`` with
+the speeds per window; all byte-identical for the same video and config.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from edge.source import FileSource
 from edge.stages import Prefetch
 from edge.types import ROAD_USER_CLASSES
 
-_DECODED_AHEAD = 8  # analysis copies queued ahead of detection (416x234 BGR: 0.3 MB each)
+_DECODED_AHEAD = 8  # analysis copies queued ahead of detection (1080p for a 416 model: 480x270 BGR, 0.4 MB each)
 _DETECTED_AHEAD = 4  # detected frames queued ahead of tracking and analytics
 # Detection and analytics get a thread each only where cores allow: on 2 cores a third busy thread made
 # replay 5-10 % slower (the analytics' Python and the detect thread's pre/postprocessing fight for the GIL
