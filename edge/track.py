@@ -161,8 +161,6 @@ def box_iou(a: F64Array, b: F64Array) -> F64Array:
 
 def _buffered(xyxy: F64Array, frac: float) -> F64Array:
     """Boxes ``(N,4)`` widened on every side by ``frac`` of their own width and height."""
-    if frac <= 0:
-        return xyxy
     pad = np.tile((xyxy[:, 2:] - xyxy[:, :2]) * frac, 2)
     pad[:, :2] *= -1
     out: F64Array = xyxy + pad
@@ -353,14 +351,9 @@ class ByteTracker:
         # are widened in proportion to the frames elapsed (buffered IoU, Yang et al., WACV 2023).
         high_left = high.copy()
         high_left[c1] = False
-        tentative = _rows(~confirmed)
-        if len(tentative) and high_left.any():
-            b = TENTATIVE_BUFFER_PER_FRAME * (gap - 1)
-            iou_t = box_iou(_buffered(cxcyah_to_xyxy(store.mean[tentative]), b), _buffered(boxes[cand], b))
-            r3, c3 = _assign(iou_t, np.arange(len(tentative)), _rows(high_left), min_iou)
-            t3 = tentative[r3]
-        else:
-            t3, c3 = tentative[:0], _rows(high_left)[:0]
+        b = TENTATIVE_BUFFER_PER_FRAME * (gap - 1)  # 0 on consecutive frames: the plain IoU above
+        iou_t = iou if b == 0 else box_iou(_buffered(cxcyah_to_xyxy(store.mean), b), _buffered(boxes[cand], b))
+        t3, c3 = _assign(iou_t, _rows(~confirmed), _rows(high_left), min_iou)
         high_left[c3] = False
         new_det = cand[high_left]
 
