@@ -34,12 +34,23 @@ from edge.source import FileSource
 from edge.stages import Prefetch
 from edge.types import ROAD_USER_CLASSES
 
-_DECODED_AHEAD = 8  # analysis copies queued ahead of detection (1080p for a 416 model: 480x270 BGR, 0.4 MB each)
+# Decoding runs up to this far ahead of detection: while road users move the detector is the slow stage
+# and the decoder works ahead; while the scene is still (motion gating skips the detector) the detector
+# stage drains that backlog. 8 frames -> 2-4 s of frames made carpark_1080p_audio.mp4 with motion gating
+# 10 % faster (tools/bench.py). Bounded in seconds too: the pre-event ring keeps 8 s beyond the pre-roll
+# (edge.clips.recorder), so a clip's start is still there when the detector catches up.
+_DECODED_AHEAD_S = 4.0
+_DECODED_AHEAD_FRAMES = (8, 64)  # at least, at most (1080p for a 416 model: 480x270 BGR, 0.4 MB each)
 _DETECTED_AHEAD = 4  # detected frames queued ahead of tracking and analytics
 # Detection and analytics get a thread each only where cores allow: on 2 cores a third busy thread made
 # replay 5-10 % slower (the analytics' Python and the detect thread's pre/postprocessing fight for the GIL
 # and for the cores that decoding and inference already fill), so there the caller's thread does both.
 ANALYTICS_THREAD = (os.cpu_count() or 1) > 2
+
+
+def _decoded_ahead(fps: float) -> int:
+    least, most = _DECODED_AHEAD_FRAMES
+    return max(least, min(most, round(_DECODED_AHEAD_S * fps)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
     speeds_tmp = outdir / ".speeds.jsonl.partial"
     with FileSource(video, on_packet=recorder.ring if recorder else None, fit_px=detector.input_size_px) as source:
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
-        frames = Prefetch(itertools.islice(source, max_frames), _DECODED_AHEAD, "replay-decode")
+        frames = Prefetch(itertools.islice(source, max_frames), _decoded_ahead(source.fps), "replay-decode")
         detecting = map(pipeline.detect, frames)
         detected = Prefetch(detecting, _DETECTED_AHEAD, "replay-detect") if ANALYTICS_THREAD else None
         bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True,
