@@ -91,6 +91,7 @@ def main() -> None:
     update: dict[str, object] = {}
     if args.model:
         update["model"] = args.model
+        update["input_size_px"] = None  # the model's own size unless --input-size says otherwise
     if args.input_size:
         update["input_size_px"] = tuple(args.input_size)
     if args.threads:
