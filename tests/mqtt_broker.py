@@ -223,9 +223,13 @@ class Broker:
             return f.read().decode(errors="replace")
 
     def wait_persisted(self, timeout_s: float = 5.0) -> None:
-        """Wait for the next autosave, so that sessions and queued messages made so far survive a SIGKILL."""
+        """Wait for a whole autosave, so that sessions and queued messages made so far survive a SIGKILL.
+
+        Mosquitto logs "Saving in-memory database" before it writes the file, and a SIGKILL during the
+        write leaves the previous file (or none); the broker's one thread logs the next save only after
+        the last one finished, so the second line since now proves a complete save."""
         offset = self.log_offset()
-        if not wait_until(lambda: "Saving in-memory database" in self.log_since(offset), timeout_s, 0.05):
+        if not wait_until(lambda: self.log_since(offset).count("Saving in-memory database") >= 2, timeout_s, 0.05):
             raise RuntimeError(f"mosquitto did not autosave within {timeout_s} s")
 
     def publisher_config(self, outbox: Path, **overrides: Any) -> MqttConfig:
