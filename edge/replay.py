@@ -31,7 +31,7 @@ from edge.payloads import NearMissEvent, WindowSpeeds
 from edge.pipeline import CameraPipeline, ObjectDetector, StageTimes
 from edge.publish.mqtt import MqttPublisher
 from edge.source import FileSource
-from edge.stages import Prefetch
+from edge.stages import ANALYTICS_THREAD, DETECTED_AHEAD, Prefetch
 from edge.types import ROAD_USER_CLASSES
 
 # Decoding runs up to this far ahead of detection: while road users move the detector is the slow stage
@@ -41,11 +41,6 @@ from edge.types import ROAD_USER_CLASSES
 # (edge.clips.recorder), so a clip's start is still there when the detector catches up.
 _DECODED_AHEAD_S = 4.0
 _DECODED_AHEAD_FRAMES = (8, 64)  # at least, at most (1080p for a 416 model: 480x270 BGR, 0.4 MB each)
-_DETECTED_AHEAD = 4  # detected frames queued ahead of tracking and analytics
-# Detection and analytics get a thread each only where cores allow: on 2 cores a third busy thread made
-# replay 5-10 % slower (the analytics' Python and the detect thread's pre/postprocessing fight for the GIL
-# and for the cores that decoding and inference already fill), so there the caller's thread does both.
-ANALYTICS_THREAD = (os.cpu_count() or 1) > 2
 
 
 def _decoded_ahead(fps: float) -> int:
@@ -107,7 +102,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
         frames = Prefetch(itertools.islice(source, max_frames), _decoded_ahead(source.fps), "replay-decode")
         detecting = map(pipeline.detect, frames)
-        detected = Prefetch(detecting, _DETECTED_AHEAD, "replay-detect") if ANALYTICS_THREAD else None
+        detected = Prefetch(detecting, DETECTED_AHEAD, "replay-detect") if ANALYTICS_THREAD else None
         bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True,
                    desc=video.name, file=sys.stderr)
         t0 = time.perf_counter()

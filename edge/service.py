@@ -14,6 +14,7 @@ talks to the broker. A camera fault never ends the process (the source reconnect
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +35,7 @@ from edge.payloads import CameraHealth, DeviceHealth, Payload, WindowMetrics, Wi
 from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector
 from edge.publish.mqtt import MqttPublisher
 from edge.source import FileSource, LiveSource, SourceState, open_source
+from edge.stages import ANALYTICS_THREAD, DETECTED_AHEAD, Prefetch
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -84,10 +87,12 @@ class WorkerStats:
 class CameraWorker:
     """One camera in its own thread: source -> pipeline -> sink. ``stop`` flushes the partial window."""
 
-    def __init__(self, config: EdgeConfig, camera: CameraConfig, detector: ObjectDetector, sink: Sink) -> None:
+    def __init__(self, config: EdgeConfig, camera: CameraConfig, detector: ObjectDetector, sink: Sink, *,
+                 split_analytics: bool = ANALYTICS_THREAD) -> None:
         if camera.source is None:
             raise ConfigError(f"camera {camera.name}: `edge run` needs cameras[].source (rtsp, usb or file)")
         self.config, self.camera, self.detector, self.sink = config, camera, detector, sink
+        self.split_analytics = split_analytics  # detection and analytics in separate threads (> 2 cores)
         self.stats = WorkerStats()
         self.error: BaseException | None = None
         self.finished = False  # a file source without `loop` that reached its end: not restarted
@@ -146,33 +151,22 @@ class CameraWorker:
         self.recorder = recorder
         pipeline = CameraPipeline(cfg, self.camera, self.detector, recorder=recorder)
         file_cfg = self.camera.source if isinstance(self.camera.source, FileSourceConfig) else None
-        index = 0
+        counter = itertools.count()  # frame index across the reopenings of a looping file
         try:
             while not self._stop.is_set():
                 source, is_file = self._frames(recorder)
                 self._source = source
-                last_index = -1
-                t_start = time.monotonic()
+                detecting = ((pipeline.detect(frame), dropped) for frame, dropped in self._paced(source, counter))
+                # Detection in a thread of its own ahead of tracking and analytics where cores allow (as replay)
+                stage = (Prefetch(detecting, DETECTED_AHEAD, f"camera-{self.camera.name}-detect")
+                         if self.split_analytics else None)
                 try:
-                    for frame in source:
-                        if self._stop.is_set():
-                            break
-                        if is_file:  # a file standing in for a camera: live clock, optional pacing
-                            if file_cfg is not None and file_cfg.realtime and isinstance(source, FileSource):
-                                delay = t_start + frame.t_s - time.monotonic()
-                                if delay > 0 and self._stop.wait(delay):
-                                    break
-                            frame = Frame(frame.image, index, time.monotonic(), time.time(), frame.pts,
-                                          frame.source_size)
-                        index += 1
-                        # The live reader keeps only the newest frame: a gap in its frame index is what it
-                        # dropped before this frame (exact, unlike reading its counter after the fact).
-                        dropped = 0 if is_file else frame.index - last_index - 1
-                        last_index = frame.index
-                        self.stats.dropped += dropped
-                        self._handle(pipeline.process(frame, dropped))
+                    for detected, dropped in stage if stage is not None else detecting:
+                        self._handle(pipeline.analyse(detected, dropped))
                 finally:
-                    source.close()
+                    source.close()  # the source first: it unblocks the stage reading it
+                    if stage is not None:
+                        stage.close()
                 if not (is_file and file_cfg is not None and file_cfg.loop):
                     self.finished = is_file and not self._stop.is_set()
                     break
@@ -186,6 +180,30 @@ class CameraWorker:
             if recorder is not None:
                 recorder.close()
                 recorder.store.close()
+
+    def _paced(self, source: FileSource | LiveSource, counter: Iterator[int]) -> Iterator[tuple[Frame, int]]:
+        """The source's frames with the frames dropped before each, until the source ends or ``stop``."""
+        file_cfg = self.camera.source if isinstance(self.camera.source, FileSourceConfig) else None
+        last_index = -1
+        t_start = time.monotonic()
+        for frame in source:
+            if self._stop.is_set():
+                return
+            index = next(counter)
+            if file_cfg is not None:  # a file standing in for a camera: live clock, optional pacing
+                if file_cfg.realtime and isinstance(source, FileSource):
+                    delay = t_start + frame.t_s - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                frame = Frame(frame.image, index, time.monotonic(), time.time(), frame.pts, frame.source_size)
+                yield frame, 0
+                continue
+            # The live reader keeps only the newest frame: a gap in its frame index is what it dropped
+            # before this frame (exact, unlike reading its counter after the fact).
+            dropped = frame.index - last_index - 1
+            last_index = frame.index
+            self.stats.dropped += dropped
+            yield frame, dropped
 
     def _handle(self, result: FrameResult) -> None:
         self.stats.frames += 1

@@ -7,6 +7,7 @@ waits (replay loses nothing), and memory stays fixed whatever the speed differen
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -16,6 +17,12 @@ from typing import Final, Generic, TypeVar
 T = TypeVar("T")
 
 _POLL_S: Final = 0.1
+
+# Detection and analytics get a thread each only where cores allow: on 2 cores a third busy thread made
+# replay 5-10 % slower (the analytics' Python and the detect thread's pre/postprocessing fight for the GIL
+# and for the cores that decoding and inference already fill), so there one thread does both.
+ANALYTICS_THREAD: Final = (os.cpu_count() or 1) > 2
+DETECTED_AHEAD: Final = 4  # detected frames queued ahead of tracking and analytics
 
 
 class _End:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,11 +17,13 @@ import numpy.typing as npt
 import pytest
 import yaml
 
-from edge.config import EdgeConfig, parse_config
+from edge.config import EdgeConfig, FileSourceConfig, load_config, parse_config
+from edge.detect import Detector
 from edge.errors import ConfigError
+from edge.payloads import Payload, WindowMetrics, WindowSpeeds
 from edge.protocol import PROTOCOL
-from edge.service import CameraWorker, Service
-from edge.types import Detections
+from edge.service import CameraWorker, Service, Sink
+from edge.types import MOTOR_VEHICLE_CLASSES, Detections
 from tests.conftest import REPO, shared_path
 from tests.mqtt_broker import (
     DEVICE,
@@ -181,3 +185,53 @@ def test_sd_notify_speaks_the_systemd_protocol(tmp_path: Path, monkeypatch: pyte
         assert server.recv(64) == b"READY=1"
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert sd_notify("WATCHDOG=1") is False  # outside systemd: a no-op
+
+
+class RecordingSink(Sink):
+    """Keeps what a worker hands on instead of publishing it."""
+
+    def __init__(self) -> None:
+        self.windows: list[WindowMetrics | WindowSpeeds] = []
+
+    def window(self, record: WindowMetrics | WindowSpeeds) -> None:
+        self.windows.append(record)
+
+    def event(self, record: Payload, camera: str) -> None:
+        pass
+
+
+class ThreadNoting:
+    """The real detector, noting which threads call it."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.input_size_px = detector.input_size_px
+        self.threads: set[str] = set()
+
+    def __call__(self, image: npt.NDArray[np.uint8]) -> Detections:
+        self.threads.add(threading.current_thread().name)
+        return self.detector(image)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_worker_counts_the_overpass_with_detection_in_its_own_thread_or_not(split: bool) -> None:
+    """A file as the camera: detection and analytics in one thread (2 cores) or two (more cores); both count
+    the hand-counted crossings."""
+    video = shared_path("footage/highway-overpass/video1.avi")
+    with shared_path("footage/highway-overpass/ground_truth_L2.csv").open() as f:
+        truth = len(list(csv.DictReader(f)))  # 31 hand-counted crossings, all "up"
+    config = load_config(REPO / "config" / "highway-overpass.yaml")
+    config = config.model_copy(update={"detector": config.detector.model_copy(
+        update={"model_dir": shared_path("models")})})
+    camera = config.cameras[0].model_copy(update={"source": FileSourceConfig(kind="file", path=video)})
+    sink = RecordingSink()
+    detector = ThreadNoting(Detector(config.detector))
+    worker = CameraWorker(config, camera, detector, sink, split_analytics=split)
+    worker.start()
+    assert wait_until(lambda: not worker.alive, 120)
+    assert worker.error is None and worker.finished
+    assert worker.stats.frames == 500
+    assert detector.threads == {"camera-overpass-detect" if split else "camera-overpass"}
+    up = sum(n for w in sink.windows if isinstance(w, WindowMetrics)
+             for cls, n in w.counts["L2"]["up"].items() if cls in MOTOR_VEHICLE_CLASSES)
+    assert abs(up - truth) <= 0.05 * truth, up

@@ -37,8 +37,9 @@ import numpy as np
 
 from edge.config import ClipsConfig, MotionGatingConfig, load_config
 from edge.detect import Detector
-from edge.replay import ANALYTICS_THREAD, ReplaySummary, replay
+from edge.replay import ReplaySummary, replay
 from edge.source import FileSource
+from edge.stages import ANALYTICS_THREAD
 
 
 @dataclass(frozen=True)
