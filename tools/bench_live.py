@@ -37,13 +37,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.clips.recorder import ClipRecorder, build_recorder
 from edge.config import EdgeConfig, RtspSourceConfig, load_config
@@ -241,9 +242,8 @@ class Interval:
     dropped0: int
     stalls0: int
     reconnects0: int
+    first_sample: int = 0  # index of the interval's first frame in the Meter's samples
     processed: int = 0
-    latency_ms: list[float] = field(default_factory=list)
-    lag_ms: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -255,13 +255,39 @@ class Row:
     dropped: int
     stalls: int
     reconnects: int
-    latency_ms: list[float]
-    lag_ms: list[float]
+    latency_ms: npt.NDArray[np.float64]
+    lag_ms: npt.NDArray[np.float64]
     rss_mb: float
 
 
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
+class Samples:
+    """Per-frame values in an array allocated and touched up front: the RSS column then shows the
+    pipeline's memory, not this benchmark's own samples (as Python lists, 10 min at 25 fps grew by 2 MB)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._values = np.full(max(capacity, 1), np.nan)
+        self._n = 0
+
+    def append(self, value: float) -> None:
+        if self._n == len(self._values):  # longer than planned: grow (and the RSS column with it)
+            self._values = np.concatenate([self._values, np.full(len(self._values), np.nan)])
+        self._values[self._n] = value
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def values(self) -> npt.NDArray[np.float64]:
+        return self._values[: self._n]
+
+
+def _pct(values: npt.NDArray[np.float64], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def _max(values: npt.NDArray[np.float64]) -> float:
+    return float(np.max(values)) if len(values) else math.nan
 
 
 HEADER = (f"{'t_s':>6} {'recv':>6} {'in_fps':>6} {'proc':>6} {'fps':>6} {'drop':>6} {'drop%':>6} "
@@ -273,11 +299,11 @@ def fmt_row(r: Row, label: str | None = None) -> str:
     first = label if label is not None else f"{r.end_s:6.0f}"
     return (f"{first:>6} {r.received:6d} {r.received / r.seconds:6.2f} {r.processed:6d} "
             f"{r.processed / r.seconds:6.2f} {r.dropped:6d} {drop_pct:6.2f} {_pct(r.latency_ms, 50):7.1f} "
-            f"{_pct(r.latency_ms, 95):7.1f} {max(r.latency_ms, default=math.nan):7.1f} "
+            f"{_pct(r.latency_ms, 95):7.1f} {_max(r.latency_ms):7.1f} "
             f"{_pct(r.lag_ms, 50):7.1f} {r.stalls:5d} {r.reconnects:5d} {r.rss_mb:7.1f}")
 
 
-def lag_slope_ms_per_min(t_min: list[float], lag_ms: list[float], session: list[int]) -> float:
+def lag_slope_ms_per_min(t_min: npt.ArrayLike, lag_ms: npt.ArrayLike, session: npt.ArrayLike) -> float:
     """Least-squares slope of lag over time, within stream sessions (each reconnect starts new pts)."""
     t, y, s = np.asarray(t_min), np.asarray(lag_ms), np.asarray(session)
     num = den = 0.0
@@ -304,7 +330,7 @@ def build(config_path: Path, url: str) -> tuple[EdgeConfig, Detector]:
 class Meter:
     """Per-interval and whole-run numbers of one live run."""
 
-    def __init__(self, source: LiveSource, interval_s: float, warmup_s: float) -> None:
+    def __init__(self, source: LiveSource, interval_s: float, warmup_s: float, capacity: int) -> None:
         self.source = source
         self.interval_s = interval_s
         self.warmup_s = warmup_s
@@ -314,11 +340,7 @@ class Meter:
         self.rows: list[Row] = []
         self.cur = Interval(0.0, 0, 0, 0, 0)
         self.next_report = interval_s
-        self.fit_t: list[float] = []
-        self.fit_lag: list[float] = []
-        self.fit_session: list[int] = []
-        self.latency: list[float] = []
-        self.lag: list[float] = []
+        self.fit_t, self.fit_lag, self.fit_session, self.latency, self.lag = (Samples(capacity) for _ in range(5))
         self.startup_lag_ms: list[float] = []  # per session: how late its first frame was
         self._session = -1
         self._first_offset = math.nan
@@ -345,8 +367,6 @@ class Meter:
         lag = 1000 * (offset - self._min_offset)
         elapsed_s = self.elapsed_s()
         self.cur.processed += 1
-        self.cur.latency_ms.append(latency)
-        self.cur.lag_ms.append(lag)
         self.latency.append(latency)
         self.lag.append(lag)
         if elapsed_s >= self.warmup_s:  # the fit takes the offset itself: the zero of each session drops out
@@ -369,11 +389,11 @@ class Meter:
         src, cur = self.source, self.cur
         received, dropped, stalls, reconnects = src.frames_read, src.dropped_frames, src.stalls, src.reconnects
         row = Row(end_s, max(end_s - cur.start_s, 1e-9), received - cur.received0, cur.processed,
-                  dropped - cur.dropped0, stalls - cur.stalls0, reconnects - cur.reconnects0, cur.latency_ms,
-                  cur.lag_ms, rss_mb())
+                  dropped - cur.dropped0, stalls - cur.stalls0, reconnects - cur.reconnects0,
+                  self.latency.values[cur.first_sample:], self.lag.values[cur.first_sample:], rss_mb())
         self.rows.append(row)
         print(fmt_row(row), flush=True)
-        self.cur = Interval(end_s, received, dropped, stalls, reconnects)
+        self.cur = Interval(end_s, received, dropped, stalls, reconnects, len(self.latency))
 
     def total(self) -> Row:
         src, elapsed = self.source, self.elapsed_s()
@@ -382,7 +402,7 @@ class Meter:
         if self.cur.processed or not self.rows:
             self.close_interval(elapsed)  # the partial last interval
         return Row(elapsed, elapsed, src.frames_read, sum(r.processed for r in self.rows), src.dropped_frames,
-                   src.stalls, src.reconnects, self.latency, self.lag, rss_mb())
+                   src.stalls, src.reconnects, self.latency.values, self.lag.values, rss_mb())
 
 
 def run(args: argparse.Namespace, config: EdgeConfig, detector: Detector, server: StreamServer) -> int:
@@ -410,7 +430,7 @@ def run(args: argparse.Namespace, config: EdgeConfig, detector: Detector, server
         print(f"run        {args.minutes:g} min from the first frame, reported every {args.interval_s:g} s; "
               "lat = capture-to-result latency, lag = stream lag behind the most prompt frame so far, in ms")
         print(HEADER, flush=True)
-        meter = Meter(source, args.interval_s, args.warmup_s)
+        meter = Meter(source, args.interval_s, args.warmup_s, capacity=round(duration_s * STREAM_FPS * 1.2))
         dropped_seen = 0
         while True:
             if frame is not None:  # as CameraWorker._work: drops since the last frame go with this one
@@ -451,7 +471,7 @@ def run(args: argparse.Namespace, config: EdgeConfig, detector: Detector, server
 def verdict(meter: Meter, total: Row, server: StreamServer, pipeline: CameraPipeline, interrupted: bool,
             outputs: tuple[int, int, int]) -> int:
     rows, source, fit_t, fit_session = meter.rows, meter.source, meter.fit_t, meter.fit_session
-    slope = lag_slope_ms_per_min(fit_t, meter.fit_lag, fit_session)
+    slope = lag_slope_ms_per_min(fit_t.values, meter.fit_lag.values, fit_session.values)
     first, last = rows[0], rows[-1]
     lat_first, lat_last = _pct(first.latency_ms, 50), _pct(last.latency_ms, 50)
     drop_frac = total.dropped / total.received if total.received else math.nan
