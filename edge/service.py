@@ -164,9 +164,11 @@ class CameraWorker:
                     for detected, dropped in stage if stage is not None else detecting:
                         self._handle(pipeline.analyse(detected, dropped))
                 finally:
-                    source.close()  # the source first: it unblocks the stage reading it
                     if stage is not None:
-                        stage.close()
+                        if isinstance(source, LiveSource):
+                            source.close()  # thread-safe: wakes the stage if it waits for a frame
+                        stage.close()  # a file is closed only after the thread decoding it has stopped
+                    source.close()
                 if not (is_file and file_cfg is not None and file_cfg.loop):
                     self.finished = is_file and not self._stop.is_set()
                     break
