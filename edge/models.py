@@ -132,6 +132,21 @@ def fetch(entry: ModelEntry, dest_dir: Path | None = None, timeout_s: float = 60
     return download_verified(entry.url, entry.sha256, dest, timeout_s)
 
 
+def write_model(data: bytes, out: Path) -> str:
+    """Write a model file produced locally (a derived model) atomically, readable like a downloaded one;
+    its sha256."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(part, 0o644)  # mkstemp makes it private
+        os.replace(part, out)
+    finally:
+        Path(part).unlink(missing_ok=True)
+    return hashlib.sha256(data).hexdigest()
+
+
 def download_verified(url: str, sha256: str, dest: Path, timeout_s: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` atomically; raise ``AssetError`` unless the sha256 matches."""
     dest.parent.mkdir(parents=True, exist_ok=True)

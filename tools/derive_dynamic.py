@@ -20,12 +20,11 @@ its sha256 and the tool says whether the file it wrote matches.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.models import cache_dir, load_manifest, read_verified
+from edge.models import cache_dir, load_manifest, read_verified, write_model
 
 import onnx  # isort: skip
 
@@ -61,13 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = load_manifest()
     source, target = manifest.get(SOURCE_MODEL), manifest.get(DYNAMIC_MODEL)
     _, model_bytes = read_verified(source, args.model_dir)
-    derived = make_dynamic(model_bytes)
     out: Path = args.out or cache_dir() / target.file
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_bytes(derived)
-    partial.replace(out)
-    digest = hashlib.sha256(derived).hexdigest()
+    digest = write_model(make_dynamic(model_bytes), out)
     print(f"wrote {out}\nsha256 {digest}")
     if digest == target.sha256:
         print(f"matches the manifest entry {target.name}")

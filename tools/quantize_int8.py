@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -53,7 +52,7 @@ import numpy.typing as npt
 
 from edge.config import DetectorConfig
 from edge.detect import Detector  # sets ORT_DISABLE_TELEMETRY before onnxruntime loads
-from edge.models import ModelEntry, cache_dir, load_manifest, read_verified
+from edge.models import ModelEntry, cache_dir, load_manifest, read_verified, write_model
 
 import onnx  # isort: skip
 import onnxruntime as ort  # isort: skip
@@ -246,16 +245,7 @@ def quantize(float_model: bytes, blobs: Sequence[Blob], out: Path, settings: dic
         "opencv": cv2.__version__,
     }
     onnx.helper.set_model_props(result, {"edge.quantization": json.dumps(provenance, sort_keys=True)})
-    data = result.SerializeToString(deterministic=True)
-    fd, part = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(part, 0o644)  # mkstemp makes it private; a model file is readable like the downloaded ones
-        os.replace(part, out)
-    finally:
-        Path(part).unlink(missing_ok=True)
-    return hashlib.sha256(data).hexdigest()
+    return write_model(result.SerializeToString(deterministic=True), out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
