@@ -137,13 +137,13 @@ class CameraWorker:
             self.error = exc
             log.exception("camera %s: worker crashed", self.camera.name)
 
-    def _frames(self, recorder: ClipRecorder | None) -> tuple[FileSource | LiveSource, bool]:
+    def _frames(self, recorder: ClipRecorder | None) -> FileSource | LiveSource:
         source = self.camera.source
         if source is None:
             raise ConfigError(f"camera {self.camera.name}: no source")
         tap = recorder.ring if recorder is not None else None
         fit = self.detector.input_size_px
-        return open_source(source, on_packet=tap, fit_px=fit), isinstance(source, FileSourceConfig)
+        return open_source(source, on_packet=tap, fit_px=fit)
 
     def _work(self) -> None:
         cfg = self.config
@@ -154,9 +154,10 @@ class CameraWorker:
         counter = itertools.count()  # frame index across the reopenings of a looping file
         try:
             while not self._stop.is_set():
-                source, is_file = self._frames(recorder)
+                source = self._frames(recorder)
                 self._source = source
-                detecting = ((pipeline.detect(frame), dropped) for frame, dropped in self._paced(source, counter))
+                paced = self._paced(source, file_cfg, counter)
+                detecting = ((pipeline.detect(frame), dropped) for frame, dropped in paced)
                 # Detection in a thread of its own ahead of tracking and analytics where cores allow (as replay)
                 stage = (Prefetch(detecting, DETECTED_AHEAD, f"camera-{self.camera.name}-detect")
                          if self.split_analytics else None)
@@ -169,8 +170,8 @@ class CameraWorker:
                             source.close()  # thread-safe: wakes the stage if it waits for a frame
                         stage.close()  # a file is closed only after the thread decoding it has stopped
                     source.close()
-                if not (is_file and file_cfg is not None and file_cfg.loop):
-                    self.finished = is_file and not self._stop.is_set()
+                if not (file_cfg is not None and file_cfg.loop):
+                    self.finished = file_cfg is not None and not self._stop.is_set()
                     break
         finally:
             events, windows = pipeline.finish()  # the partial window goes to the outbox, not lost
@@ -183,9 +184,9 @@ class CameraWorker:
                 recorder.close()
                 recorder.store.close()
 
-    def _paced(self, source: FileSource | LiveSource, counter: Iterator[int]) -> Iterator[tuple[Frame, int]]:
+    def _paced(self, source: FileSource | LiveSource, file_cfg: FileSourceConfig | None,
+               counter: Iterator[int]) -> Iterator[tuple[Frame, int]]:
         """The source's frames with the frames dropped before each, until the source ends or ``stop``."""
-        file_cfg = self.camera.source if isinstance(self.camera.source, FileSourceConfig) else None
         last_index = -1
         t_start = time.monotonic()
         for frame in source:
