@@ -85,6 +85,8 @@ def attestation(config: EdgeConfig, config_path: Path) -> dict[str, Any]:
             "audio": False,
             "clips_enabled": clips.enabled,
             "max_clip_s": min(clips.max_clip_s, PROTOCOL.limits.max_clip_s),
+            "clip_budget_s_per_hour": min(clips.budget_s_per_hour, PROTOCOL.limits.max_clip_s_per_hour),
+            "clip_budget_s_per_day": min(clips.budget_s_per_day, PROTOCOL.limits.max_clip_s_per_day),
             "pre_roll_s": clips.pre_roll_s,
             "post_roll_s": clips.post_roll_s,
             "retention_days": min(clips.retention_days, PROTOCOL.limits.max_retention_days),

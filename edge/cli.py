@@ -73,6 +73,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     print(f"{args.video} with {config.detector.model} ({', '.join(detector.providers)})")
     print(format_summary(summary))
     print(f"metrics: {args.output / 'metrics.jsonl'}")
+    if summary.clips is not None:
+        print(f"clips: {args.output / 'clips'} (budget {config.clips.budget_s_per_hour:g} s per hour, "
+              f"{config.clips.budget_s_per_day:g} s per day)")
     if not drained:
         print(f"published: not all acknowledged within {args.flush_timeout:g} s; the outbox keeps the rest")
     return 0

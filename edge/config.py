@@ -791,6 +791,15 @@ class ClipsConfig(StrictModel):
     max_clip_s: float = Field(
         PROTOCOL.limits.max_clip_s, gt=0, description="Longest clip; overlapping events merge up to this length."
     )
+    budget_s_per_hour: float = Field(
+        PROTOCOL.limits.max_clip_s_per_hour, gt=0,
+        description="Clip seconds kept per camera in any rolling hour (by the clips' UTC times); a clip that "
+        "does not fit is not kept, its event is still published.",
+    )
+    budget_s_per_day: float = Field(
+        PROTOCOL.limits.max_clip_s_per_day, gt=0,
+        description="Clip seconds kept per camera in any rolling 24 hours; as budget_s_per_hour.",
+    )
     retention_days: float = Field(
         PROTOCOL.limits.max_retention_days, gt=0, description="Clips older than this are deleted."
     )
@@ -816,6 +825,12 @@ class ClipsConfig(StrictModel):
             problems.append(violation(
                 "clips.pre_roll_s + clips.post_roll_s", self.pre_roll_s + self.post_roll_s,
                 min(self.max_clip_s, limits.max_clip_s), "P3", "shorten the pre-roll or the post-roll"))
+        if self.budget_s_per_hour > limits.max_clip_s_per_hour:
+            problems.append(violation("clips.budget_s_per_hour", self.budget_s_per_hour, limits.max_clip_s_per_hour,
+                                      "P3", "lower it"))
+        if self.budget_s_per_day > limits.max_clip_s_per_day:
+            problems.append(violation("clips.budget_s_per_day", self.budget_s_per_day, limits.max_clip_s_per_day,
+                                      "P3", "lower it"))
         if self.retention_days > limits.max_retention_days:
             problems.append(violation("clips.retention_days", self.retention_days, limits.max_retention_days,
                                       "P3", "lower it"))

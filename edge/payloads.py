@@ -33,6 +33,14 @@ class WindowHealth(Payload):
     frames: int = Field(ge=0, description="Frames processed in the window.")
     dropped_frames: int = Field(ge=0, description="Frames the source delivered but the pipeline skipped.")
     fps: float = Field(ge=0, description="Processed frames per second of stream time in the window.")
+    clips_started: int | None = Field(
+        None, ge=0, description="Event clips begun in the window within the clip-seconds budget (each is then "
+        "written, or dropped and counted in the device health); absent when clips are off.",
+    )
+    clips_dropped_budget: int | None = Field(
+        None, ge=0, description="Near-misses in the window that got no clip (or no longer clip) because the "
+        "camera's clip-seconds budget per hour or day was spent (protocol P3); absent when clips are off.",
+    )
 
 
 #: Speed statistics of one line, direction and class in one window, as a compact array (payloads stay
@@ -189,6 +197,16 @@ class CameraHealth(Payload):
     frame_age_s: float | None = Field(None, ge=0, description="Seconds since the last processed frame.")
     clips_written: int = Field(ge=0)
     clips_dropped: int = Field(ge=0, description="Clips not written: busy writer, disk full, redaction, errors.")
+    clips_dropped_budget: int = Field(
+        ge=0, description="Clips (or extensions of one) refused since start because the camera's "
+        "clip-seconds budget per hour or day was spent (protocol P3); their events were still published.",
+    )
+    clip_s_last_hour: float = Field(
+        ge=0, description="Clip seconds counted against the hourly budget now (kept or being written)."
+    )
+    clip_s_last_day: float = Field(
+        ge=0, description="Clip seconds counted against the daily budget now (kept or being written)."
+    )
     clip_store_bytes: int = Field(ge=0, description="Bytes the camera's clips use in the clip store.")
 
 
@@ -233,7 +251,8 @@ def worst_case_window_bytes(lines: list[tuple[str, tuple[str, str]]], movements:
             by_type={t: {"high": big, "medium": big, "low": big} for t in ("rear_end", "crossing", "angled")},
             vulnerable=big, vehicles_entering=big, per_1000_vehicles=99_999.99,
         ) if calibrated else None,
-        health=WindowHealth(frames=big * 100, dropped_frames=big * 100, fps=999.999),
+        health=WindowHealth(frames=big * 100, dropped_frames=big * 100, fps=999.999, clips_started=big,
+                            clips_dropped_budget=big * 100),
     )
     stats = (big, big, speed, speed, speed, big)
     speeds = WindowSpeeds(

@@ -25,6 +25,10 @@ class Clause:
 class Limits:
     audio_allowed: bool
     max_clip_s: float
+    #: Clip seconds kept per camera in any rolling hour and any rolling 24 h: even a near-miss detector that
+    #: fires all the time (a bad calibration, a broken model) cannot turn the device into a recorder.
+    max_clip_s_per_hour: float
+    max_clip_s_per_day: float
     max_retention_days: float
     max_clip_store_bytes: int
     min_window_s: int
@@ -57,8 +61,10 @@ PROTOCOL: Final = DataUsageProtocol(
         Clause("P1", "No audio is collected: audio streams are never opened, decoded, buffered, written or sent."),
         Clause("P2", "No frame outlives its purpose: frames live in memory only; the only images that reach "
                      "disk are the frames of an event clip; no snapshots, thumbnails, debug dumps or caches."),
-        Clause("P3", "Clips are short and expire: pre-roll + event + post-roll is capped, retention is capped "
-                     "in days and bytes, and clip writes are atomic."),
+        Clause("P3", "Clips are short, few and expire: pre-roll + event + post-roll is capped, the clip seconds "
+                     "kept per camera are capped per rolling hour and per rolling day (a clip beyond the budget "
+                     "is not kept), no frame is stored in two clips, retention is capped in days and bytes, "
+                     "and clip writes are atomic."),
         Clause("P4", "Published data is anonymous and aggregate: per-window metrics of at least the minimum "
                      "window; no track ids, trajectories, boxes, images, plates or faces leave the device."),
         Clause("P5", "Configuration can only tighten the protocol."),
@@ -68,6 +74,8 @@ PROTOCOL: Final = DataUsageProtocol(
     limits=Limits(
         audio_allowed=False,
         max_clip_s=30.0,
+        max_clip_s_per_hour=120.0,
+        max_clip_s_per_day=600.0,
         max_retention_days=30.0,
         max_clip_store_bytes=8 * 1024**3,
         min_window_s=60,

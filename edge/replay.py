@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edge.analytics.windows import WindowRecord
-from edge.clips.recorder import ClipCounters, build_recorder
+from edge.clips.recorder import ClipCounters, WindowClipTally, build_recorder
 from edge.config import EdgeConfig
 from edge.detect import DetectorTimes
 from edge.errors import EdgeError
@@ -79,8 +79,10 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
            publisher: MqttPublisher | None = None) -> ReplaySummary:
     """Replay ``video`` through the pipeline of ``camera`` and write ``outdir/metrics.jsonl``.
 
-    With ``clips.enabled`` the clips go to ``outdir/clips``. ``force_events_s`` triggers a clip event at
-    these media times (seconds): for testing the clip path before near-miss detection runs. With a
+    With ``clips.enabled`` the clips go to ``outdir/clips``, under the clip-seconds budget as on the
+    device: it counts the clips already in that store by their UTC times, so a second replay of the same
+    recording into the same folder finds the budget of those hours spent. ``force_events_s`` triggers a
+    clip event at these media times (seconds): for testing the clip path before near-miss detection runs. With a
     ``publisher`` the same records also go to its outbox (and so to the broker), as on the device.
     """
     cam = config.camera(camera)
@@ -92,6 +94,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
     recorder = (build_recorder(config.clips, config.device_id, cam.name, outdir / "clips")
                 if config.clips.enabled else None)
     pipeline = CameraPipeline(config, cam, detector, start_utc_s=start_s, recorder=recorder)
+    tally = WindowClipTally(recorder)  # clip counts of each window into its health
     forced = sorted(force_events_s)
     n_windows = 0
     events: Counter[str] = Counter()
@@ -131,8 +134,9 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
 
                 for d in detected if detected is not None else detecting:
                     frame = d.frame
+                    tally.before_frame()
                     result = pipeline.analyse(d)
-                    write(result.windows, result.events)
+                    write(tally.stamp(result.windows), result.events)
                     while recorder is not None and forced and frame.t_s >= forced[0]:
                         recorder.trigger(f"forced-{forced.pop(0):g}", frame, pipeline.utc_s(frame))
                     last_t = frame.t_s
@@ -141,7 +145,7 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                         elapsed = time.perf_counter() - t0
                         bar.set_postfix_str(f"{last_t / elapsed:.1f}x real time" if elapsed else "")
                 last_events, last_windows = pipeline.finish()
-                write(last_windows, last_events)
+                write(tally.stamp(last_windows, final=True), last_events)
             os.replace(metrics_tmp, outdir / "metrics.jsonl")
             os.replace(events_tmp, outdir / "events.jsonl")
             if pipeline.kinematics is not None:
@@ -186,8 +190,9 @@ def format_summary(s: ReplaySummary) -> str:
         clips += "\nnear-misses " + ", ".join(f"{k} {v}" for k, v in sorted(s.events.items()))
     if s.clips is not None:
         c = s.clips
-        clips += (f"\nclips written {c.written} ({c.frames_written} frames) | dropped: busy {c.dropped_busy}, "
-                 f"disk full {c.dropped_enospc}, redaction {c.dropped_redaction}, failed {c.failed}")
+        clips += (f"\nclips written {c.written} ({c.frames_written} frames, {c.written_s:.1f} s kept) | dropped: "
+                  f"budget {c.dropped_budget}, busy {c.dropped_busy}, disk full {c.dropped_enospc}, "
+                  f"redaction {c.dropped_redaction}, failed {c.failed}")
     return (
         f"{table}\n\nframes {s.frames} | video {s.video_s:.1f} s | wall {s.wall_s:.1f} s | "
         f"{s.fps:.1f} fps | {s.x_real_time:.1f}x real time | windows {s.windows}{clips}"

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.attest import attestation, disable_core_dumps
-from edge.clips.recorder import ClipRecorder, build_recorder
+from edge.clips.recorder import ClipRecorder, WindowClipTally, build_recorder
 from edge.config import CameraConfig, EdgeConfig, FileSourceConfig
 from edge.errors import ConfigError
 from edge.payloads import CameraHealth, DeviceHealth, Payload, WindowMetrics, WindowSpeeds, iso_utc
@@ -150,6 +150,7 @@ class CameraWorker:
         recorder = build_recorder(cfg.clips, cfg.device_id, self.camera.name) if cfg.clips.enabled else None
         self.recorder = recorder
         pipeline = CameraPipeline(cfg, self.camera, self.detector, recorder=recorder)
+        tally = WindowClipTally(recorder)  # clip counts of each window into its health
         file_cfg = self.camera.source if isinstance(self.camera.source, FileSourceConfig) else None
         counter = itertools.count()  # frame index across the reopenings of a looping file
         try:
@@ -163,7 +164,9 @@ class CameraWorker:
                          if self.split_analytics else None)
                 try:
                     for detected, dropped in stage if stage is not None else detecting:
-                        self._handle(pipeline.analyse(detected, dropped))
+                        tally.before_frame()
+                        result = pipeline.analyse(detected, dropped)
+                        self._handle(result, tally.stamp(result.windows))
                 finally:
                     if stage is not None:
                         if isinstance(source, LiveSource):
@@ -177,7 +180,7 @@ class CameraWorker:
             events, windows = pipeline.finish()  # the partial window goes to the outbox, not lost
             for e in events:
                 self.sink.event(e, self.camera.name)
-            for w in windows:
+            for w in tally.stamp(windows, final=True):
                 self.sink.window(w)
             self.stats.windows += len(windows)
             if recorder is not None:
@@ -208,13 +211,14 @@ class CameraWorker:
             self.stats.dropped += dropped
             yield frame, dropped
 
-    def _handle(self, result: FrameResult) -> None:
+    def _handle(self, result: FrameResult, windows: list[WindowMetrics | WindowSpeeds]) -> None:
+        """Publish a frame's events, then the ``windows`` it closed (``result.windows`` with clip counts)."""
         self.stats.frames += 1
         self.stats.last_frame_mono = time.monotonic()
         for e in result.events:
             self.sink.event(e, self.camera.name)
             self.stats.events += 1
-        for w in result.windows:
+        for w in windows:
             self.sink.window(w)
             self.stats.windows += isinstance(w, WindowMetrics)
 
@@ -285,6 +289,7 @@ class Service:
         for w in self.workers:
             age = now - w.stats.last_frame_mono if w.stats.last_frame_mono is not None else None
             clips = w.recorder.counters if w.recorder is not None else None
+            used = w.recorder.budget.used_s(time.time()) if w.recorder is not None else (0.0, 0.0)
             t_prev, out_prev, in_prev = self._rates.get(w.camera.name, (now, w.stats.frames, w.stats.frames))
             dt = now - t_prev
             frames_in = w.stats.frames + w.stats.dropped
@@ -296,8 +301,9 @@ class Service:
                 clip_store_bytes=_clip_bytes(w.recorder),
                 frame_age_s=round(age, 3) if age is not None else None,
                 clips_written=clips.written if clips else 0,
-                clips_dropped=(clips.dropped_busy + clips.dropped_enospc + clips.dropped_redaction + clips.failed)
-                if clips else 0,
+                clips_dropped=clips.dropped_faults if clips else 0,
+                clips_dropped_budget=clips.dropped_budget if clips else 0,
+                clip_s_last_hour=round(used[0], 3), clip_s_last_day=round(used[1], 3),
             )
         return base.model_copy(update={"cameras": cameras, "cpu_temp_c": cpu_temperature_c(),
                                        "time": iso_utc(datetime.now(UTC))})

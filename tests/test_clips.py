@@ -261,6 +261,8 @@ def test_attestation_names_protocol_hashes_and_checks(model_dir: Path, tmp_path:
     assert checks["model_sha256"] is True
     assert checks["audio_disabled"] is True
     assert record["effective_limits"]["max_clip_s"] <= PROTOCOL.limits.max_clip_s
+    assert record["effective_limits"]["clip_budget_s_per_hour"] == PROTOCOL.limits.max_clip_s_per_hour
+    assert record["effective_limits"]["clip_budget_s_per_day"] == PROTOCOL.limits.max_clip_s_per_day
     assert checks["core_dumps_disabled"] is True  # set at start-up, as the service does
     assert record["ok"] is True
     assert proc.returncode == 0
@@ -278,3 +280,143 @@ def test_the_clip_writer_runs_below_the_camera_loop(tmp_path: Path) -> None:
         assert os.getpriority(os.PRIO_PROCESS, tid) == WRITER_NICE > os.getpriority(os.PRIO_PROCESS, 0)
     finally:
         recorder.close()
+
+
+# -------------------------------------------------------------------------- P3: clip-seconds budget
+CARPARK = "footage/carpark-audio/car-detection.mp4"  # 30.2 s at 12.5 fps
+T0_UTC_S = 1_700_000_000.0
+
+
+def _record_events(store_dir: Path, config: ClipsConfig, events_s: tuple[float, ...], t0_utc_s: float = T0_UTC_S,
+                   ) -> tuple[dict[float, str | None], ClipRecorder]:
+    """Run the carpark video through a recorder (no pipeline) and trigger an event at each media time;
+    return what ``trigger`` answered per event and the closed recorder."""
+    recorder = ClipRecorder(config, "dev", "cam", ClipStore(store_dir, 1, 10**9))
+    answers: dict[float, str | None] = {}
+    with FileSource(shared_path(CARPARK), on_packet=recorder.ring) as source:
+        for frame in source:
+            recorder.observe(frame, np.zeros((0, 4), np.float32))
+            for t in events_s:
+                if t not in answers and frame.t_s >= t:
+                    answers[t] = recorder.trigger(f"e{t:g}", frame, t0_utc_s + frame.t_s)
+    recorder.close()
+    return answers, recorder
+
+
+def _kept_s(store_dir: Path) -> list[tuple[float, float]]:
+    store = ClipStore(store_dir, 1, 10**9)
+    try:
+        return sorted((r.start_utc_s, r.end_utc_s) for r in store.records())
+    finally:
+        store.close()
+
+
+def test_clip_budget_keeps_one_10_s_clip_of_a_12_s_budget_and_refuses_the_rest(tmp_path: Path) -> None:
+    config = ClipsConfig(enabled=True, pre_roll_s=5, post_roll_s=5, budget_s_per_hour=12, redaction=None)
+    # 6 s opens [1, 11]; 9 s would extend it to 14 s (13 s > 12); 20 and 26 s would be new 10 s clips
+    answers, recorder = _record_events(tmp_path / "clips", config, (6.0, 9.0, 20.0, 26.0))
+    assert answers[6.0] is not None
+    assert [answers[t] for t in (9.0, 20.0, 26.0)] == [None, None, None]
+    assert recorder.counters.started == recorder.counters.written == 1
+    assert recorder.counters.dropped_budget == 3
+    (clip,) = clip_files(tmp_path / "clips")
+    assert clip.name.startswith(answers[6.0])
+    frames = probe_frames(clip)
+    assert frames == 125  # 10 s at 12.5 fps: dropped whole, never a longer clip cut to 12 s
+    kept = _kept_s(tmp_path / "clips")
+    assert sum(e - s for s, e in kept) <= 12.0
+    assert abs(sum(e - s for s, e in kept) - frames / 12.5) < 1e-3  # the index holds the real seconds
+    assert abs(recorder.counters.written_s - frames / 12.5) < 1e-3
+
+
+def test_clip_budget_survives_a_restart_and_retention_and_rolls_after_an_hour(tmp_path: Path) -> None:
+    config = ClipsConfig(enabled=True, pre_roll_s=5, post_roll_s=5, budget_s_per_hour=12, redaction=None)
+    store_dir = tmp_path / "clips"
+    first, _ = _record_events(store_dir, config, (6.0,))
+    assert first[6.0] is not None
+    # a restart: a new recorder on the same store, 100 s later, in the same hour
+    again, recorder = _record_events(store_dir, config, (6.0, 20.0), T0_UTC_S + 100)
+    assert again == {6.0: None, 20.0: None}
+    assert recorder.counters.dropped_budget == 2
+    assert len(clip_files(store_dir)) == 1
+    # retention deleting the clip (byte budget) gives no seconds back
+    store = ClipStore(store_dir, 1, max_bytes=1)
+    assert store.enforce_retention() == 1
+    store.close()
+    assert clip_files(store_dir) == []
+    deleted, _ = _record_events(store_dir, config, (20.0,), T0_UTC_S + 200)
+    assert deleted == {20.0: None}
+    # an hour and more later the hour's budget is free again, the day's still has room
+    later, _ = _record_events(store_dir, config, (6.0, 20.0), T0_UTC_S + 3700)
+    assert later[6.0] is not None and later[20.0] is None
+    # ... and the day's budget binds as well: 12 s a day allows no second clip on the same day
+    day_config = config.model_copy(update={"budget_s_per_hour": 120.0, "budget_s_per_day": 12.0})
+    day, _ = _record_events(store_dir, day_config, (6.0,), T0_UTC_S + 7 * 3600)
+    assert day == {6.0: None}
+
+
+def test_no_frame_is_stored_in_two_clips_when_an_event_follows_a_closed_clip(carpark: EdgeConfig,
+                                                                             tmp_path: Path) -> None:
+    """4.0 s makes [2.0, 5.5]; 6.0 s comes after that clip was handed to the writer and would start at
+    4.0 s: it must start after 5.5 s, so the clips hold the 5.5 s of [2.0, 7.5] once, not 7 s."""
+    video = shared_path(CARPARK)
+    config = with_clips(carpark, pre_roll_s=2, post_roll_s=1.5, redaction=None)
+    summary = replay(video, config, Detector(config.detector), tmp_path, force_events_s=(4.0, 6.0))
+    assert summary.clips is not None and summary.clips.written == 2
+    kept = _kept_s(tmp_path / "clips")
+    assert len(kept) == 2
+    (s1, e1), (s2, e2) = kept
+    assert s2 >= e1 - 1e-6, kept  # disjoint time ranges in the index
+    assert abs((e2 - s1) - 5.5) <= 0.1, kept
+    total = sum(probe_frames(c) for c in clip_files(tmp_path / "clips"))
+    assert abs(total - 5.5 * 12.5) <= 1, total  # each frame of [2.0, 7.5] once (the old way: 88 frames)
+    assert abs(summary.clips.written_s - total / 12.5) < 1e-3
+
+
+def test_replay_reports_the_budget_in_summary_and_window_health(carpark: EdgeConfig, tmp_path: Path) -> None:
+    import json
+
+    from edge.replay import format_summary
+
+    config = with_clips(carpark, pre_roll_s=2, post_roll_s=2, budget_s_per_hour=5, redaction=None)
+    summary = replay(shared_path(CARPARK), config, Detector(config.detector), tmp_path,
+                     force_events_s=(4.0, 10.0, 16.0, 22.0))
+    assert summary.clips is not None
+    assert (summary.clips.written, summary.clips.dropped_budget) == (1, 3)
+    text = format_summary(summary)
+    assert "budget 3" in text and f"{summary.clips.written_s:.1f} s kept" in text
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["health"]["clips_started"] for r in records) == 1
+    assert sum(r["health"]["clips_dropped_budget"] for r in records) == 3
+
+
+def test_window_tally_gives_each_window_the_clips_of_its_own_frames(tmp_path: Path) -> None:
+    """A window closes on the first frame of the next one, before that frame's events: they belong to
+    the next window."""
+    from edge.clips.recorder import WindowClipTally
+    from edge.payloads import WindowHealth, WindowMetrics
+
+    recorder = ClipRecorder(ClipsConfig(enabled=True), "dev", "cam", ClipStore(tmp_path / "clips", 1, 10**9))
+    try:
+        tally = WindowClipTally(recorder)
+
+        def window(start: str) -> WindowMetrics:
+            return WindowMetrics(msg_id=start, device="dev", camera="cam", window_start=start, window_s=60,
+                                 partial=False, counts={}, health=WindowHealth(frames=1, dropped_frames=0, fps=1.0))
+
+        tally.before_frame()
+        recorder.counters.started += 2  # two clips in the first window's frames
+        recorder.counters.dropped_budget += 1
+        tally.before_frame()  # the next frame closes the first window, then asks for clips itself
+        recorder.counters.dropped_budget += 5
+        (first,) = tally.stamp([window("2024-05-01T07:00:00Z")])
+        assert isinstance(first, WindowMetrics)
+        assert (first.health.clips_started, first.health.clips_dropped_budget) == (2, 1)
+        (last,) = tally.stamp([window("2024-05-01T07:01:00Z")], final=True)
+        assert isinstance(last, WindowMetrics)
+        assert (last.health.clips_started, last.health.clips_dropped_budget) == (0, 5)
+        (off,) = WindowClipTally(None).stamp([window("2024-05-01T07:00:00Z")])
+        assert isinstance(off, WindowMetrics) and off.health.clips_started is None
+    finally:
+        recorder.close()
+

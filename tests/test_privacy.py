@@ -140,6 +140,8 @@ CLIPS = st.fixed_dictionaries({}, optional={
     "max_clip_s": st.floats(-1, 300, allow_nan=False),
     "retention_days": st.floats(-1, 365, allow_nan=False),
     "max_store_bytes": st.integers(-1, 2 * PROTOCOL.limits.max_clip_store_bytes),
+    "budget_s_per_hour": st.floats(-1, 2 * PROTOCOL.limits.max_clip_s_per_hour, allow_nan=False),
+    "budget_s_per_day": st.floats(-1, 2 * PROTOCOL.limits.max_clip_s_per_day, allow_nan=False),
 })
 PRIVACY = st.fixed_dictionaries({}, optional={
     "record_audio": st.booleans(), "per_object_output": st.booleans(), "export_frames": st.booleans(),
@@ -164,6 +166,8 @@ def test_no_accepted_config_exceeds_the_protocol(clips: dict[str, object], priva
     assert c.max_clip_s <= limits.max_clip_s
     assert c.retention_days <= limits.max_retention_days
     assert c.max_store_bytes <= limits.max_clip_store_bytes
+    assert 0 < c.budget_s_per_hour <= limits.max_clip_s_per_hour
+    assert 0 < c.budget_s_per_day <= limits.max_clip_s_per_day
     assert config.windows.window_s >= limits.min_window_s
     assert not config.privacy.record_audio
     assert not config.privacy.per_object_output
@@ -177,6 +181,32 @@ def test_refusal_names_field_limit_and_clause() -> None:
     assert "clips.pre_roll_s + clips.post_roll_s = 40.0" in text
     assert "30.0" in text
     assert f"protocol {PROTOCOL.id} clause P3" in text
+
+
+@pytest.mark.parametrize(("field", "limit"), [("budget_s_per_hour", PROTOCOL.limits.max_clip_s_per_hour),
+                                              ("budget_s_per_day", PROTOCOL.limits.max_clip_s_per_day)])
+def test_a_looser_clip_budget_is_refused_with_field_limit_and_clause(field: str, limit: float) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"device_id": "d", "cameras": [{"name": "c"}], "clips": {field: limit + 1}})
+    text = str(exc.value)
+    assert f"clips.{field} = {limit + 1}" in text
+    assert f"limit {limit} of protocol {PROTOCOL.id} clause P3" in text
+    assert "lower it" in text
+    tighter = parse_config({"device_id": "d", "cameras": [{"name": "c"}], "clips": {field: limit / 2}})
+    assert getattr(tighter.clips, field) == limit / 2
+    defaults = parse_config({"device_id": "d", "cameras": [{"name": "c"}]}).clips
+    assert (defaults.budget_s_per_hour, defaults.budget_s_per_day) == (120.0, 600.0)
+    assert "budget" in PROTOCOL.clause("P3").text
+
+
+def test_attestation_shows_the_effective_clip_budget(tmp_path: Path) -> None:
+    from edge.attest import attestation
+    from edge.config import load_config
+
+    path = clip_config(tmp_path, budget_s_per_hour=12)
+    limits = attestation(load_config(path), path)["effective_limits"]
+    assert limits["clip_budget_s_per_hour"] == 12.0
+    assert limits["clip_budget_s_per_day"] == PROTOCOL.limits.max_clip_s_per_day
 
 
 def test_validate_config_cli_refuses_audio(tmp_path: Path) -> None:

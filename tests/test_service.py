@@ -172,6 +172,34 @@ def test_watchdog_restarts_a_crashed_camera_within_its_budget(tmp_path: Path) ->
     service.publisher.stop(0)
 
 
+def test_device_health_carries_budget_drops_and_seconds_used(tmp_path: Path) -> None:
+    from edge.clips.recorder import ClipRecorder
+    from edge.clips.store import ClipStore
+
+    config = parse_config({
+        "device_id": "dev", "clips": {"enabled": True, "store_dir": str(tmp_path / "clips")},
+        "mqtt": {"url": "mqtt://127.0.0.1:9", "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "cameras": [{"name": "north", "source": {"kind": "file", "path": str(tmp_path / "none.mp4")}}],
+    })
+    (tmp_path / "c.yaml").write_text("{}")
+    service = Service(config, tmp_path / "c.yaml", NoDetector())
+    recorder = ClipRecorder(config.clips, "dev", "north", ClipStore(tmp_path / "clips", 1, 10**9))
+    try:
+        service.workers[0].recorder = recorder
+        recorder.counters.dropped_budget = 4
+        recorder.counters.dropped_busy = 1
+        now = time.time()
+        recorder.budget.reserve("north_x", now - 30, now - 20)
+        cameras = service.health().cameras
+        assert cameras is not None
+        health = cameras["north"]
+        assert (health.clips_dropped_budget, health.clips_dropped) == (4, 1)
+        assert abs(health.clip_s_last_hour - 10.0) < 1e-3 and abs(health.clip_s_last_day - 10.0) < 1e-3
+    finally:
+        recorder.close()
+        service.publisher.stop(0)
+
+
 def test_sd_notify_speaks_the_systemd_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 

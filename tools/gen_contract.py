@@ -85,7 +85,8 @@ def window_counts_data(lines: tuple[str, ...] = LINES) -> dict[str, Any]:
             "by_type": {t: dict.fromkeys(SEVERITIES, 99_999) for t in get_args(ConflictKind)},
             "vulnerable": 99_999, "vehicles_entering": 9_999_999, "per_1000_vehicles": 999.99,
         },
-        "health": {"frames": 2_160_000, "dropped_frames": 2_159_999, "fps": 29.997},
+        "health": {"frames": 2_160_000, "dropped_frames": 2_159_999, "fps": 29.997, "clips_started": 99_999,
+                   "clips_dropped_budget": 2_159_999},
     }
 
 
@@ -125,11 +126,13 @@ def max_attestation() -> dict[str, Any]:
     return {
         "software": {"name": "edge", "version": "10.20.30"},
         "protocol": {"id": "city-dot-ai-traffic-camera-v1", "version": 1, "limits": {
-            "audio_allowed": False, "max_clip_s": 30.0, "max_retention_days": 30.0,
+            "audio_allowed": False, "max_clip_s": 30.0, "max_clip_s_per_hour": 120.0, "max_clip_s_per_day": 600.0,
+            "max_retention_days": 30.0,
             "max_clip_store_bytes": 8_589_934_592, "min_window_s": 60, "per_object_output_allowed": False,
             "frame_export_on_device_allowed": False}},
         "effective_limits": {
-            "audio": False, "clips_enabled": True, "max_clip_s": 30.0, "pre_roll_s": 5.0, "post_roll_s": 5.0,
+            "audio": False, "clips_enabled": True, "max_clip_s": 30.0, "clip_budget_s_per_hour": 120.0,
+            "clip_budget_s_per_day": 600.0, "pre_roll_s": 5.0, "post_roll_s": 5.0,
             "retention_days": 30.0, "max_clip_store_bytes": 8_589_934_592,
             "redaction": {"persons": True, "plates": True, "pad_frac": 0.15, "blur_cells": 8,
                           "plate_strip_frac": 0.35, "carry_frames": 15},

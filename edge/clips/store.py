@@ -5,18 +5,29 @@ folder, then the index row. At start-up partial files are swept and the index an
 reconciled, so a crash at any moment leaves either a complete, indexed clip or nothing. Files are 0600
 and the folder 0700. Retention deletes clips older than the limit and, past the byte budget, the oldest
 first.
+
+The clip-seconds budget (P3, ``edge.clips.recorder``) is counted from this index, so that a restart
+cannot reset it. It reads the ``kept`` table, not ``clips``: a clip's time range is entered there in the
+same transaction as its ``clips`` row, but stays when retention, a full byte budget or a lost file
+removes the clip. Otherwise a device with a small byte budget would delete its oldest clips and keep
+recording, a recorder with a rolling window. ``kept`` rows are forgotten only when they are far older
+(``KEPT_HISTORY_S``) than the camera's newest clip, beyond any rolling day the budget looks at.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge.errors import ClipError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,16 @@ CREATE TABLE IF NOT EXISTS clips (
     created_s REAL NOT NULL
 )
 """
+_KEPT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kept (
+    id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    start_utc_s REAL NOT NULL,
+    end_utc_s REAL NOT NULL
+)
+"""
+#: ``kept`` rows this much older than their camera's newest clip are forgotten: two rolling days.
+KEPT_HISTORY_S = 2 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,9 @@ class ClipStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_KEPT_SCHEMA)
+        # an index written before the ``kept`` table existed: its clips count against the budget too
+        self._db.execute("INSERT OR IGNORE INTO kept SELECT id, camera, start_utc_s, end_utc_s FROM clips")
         for name in os.listdir(root):
             if name.startswith(self.INDEX):
                 os.chmod(root / name, 0o600)
@@ -118,16 +142,41 @@ class ClipStore:
     # ------------------------------------------------------------------------------------------ write
     def commit(self, partial: Path, record: ClipRecord) -> Path:
         """Rename a verified, fsynced partial file to its final name and index it."""
+        if self._db.execute("SELECT 1 FROM clips WHERE id = ? OR file = ?", (record.id, record.file)).fetchone():
+            # a second replay of the same recording into the same folder: never overwrite a kept clip
+            raise ClipError(f"clip {record.id} is already in the store {self.root}; replay into a fresh folder")
         final = self.root / record.file
         os.replace(partial, final)
         fsync_dir(self.root)
-        self._db.execute(
-            "INSERT INTO clips VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (record.id, record.file, record.camera, record.start_utc_s, record.end_utc_s,
-             json.dumps(list(record.event_ids)), record.frames, record.bytes, record.sha256,
-             int(record.encrypted), record.created_s),
-        )
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO clips VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (record.id, record.file, record.camera, record.start_utc_s, record.end_utc_s,
+                     json.dumps(list(record.event_ids)), record.frames, record.bytes, record.sha256,
+                     int(record.encrypted), record.created_s),
+                )
+                self._db.execute("INSERT OR REPLACE INTO kept VALUES (?,?,?,?)",
+                                 (record.id, record.camera, record.start_utc_s, record.end_utc_s))
+        except sqlite3.Error as exc:
+            # not indexed, so not kept: the file goes now, not at the next start-up's sweep
+            with contextlib.suppress(FileNotFoundError):
+                final.unlink()
+            fsync_dir(self.root)
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise OSError(errno.ENOSPC, f"clip index {self.root / self.INDEX}: {exc}") from exc
+            raise
         return final
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def discard(self, partial: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -153,6 +202,9 @@ class ClipStore:
             deleted += 1
         if deleted:
             fsync_dir(self.root)
+        self._db.execute(
+            "DELETE FROM kept WHERE end_utc_s < (SELECT MAX(k.end_utc_s) FROM kept AS k WHERE k.camera = kept.camera)"
+            " - ?", (KEPT_HISTORY_S,))
         return deleted
 
     def _delete(self, clip_id: str, file: str) -> None:
@@ -164,6 +216,13 @@ class ClipStore:
     def usage_bytes(self) -> int:
         (total,) = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM clips").fetchone()
         return int(total)
+
+    def kept_spans(self, camera: str) -> list[tuple[str, float, float]]:
+        """``(clip id, start UTC s, end UTC s)`` of the clips of ``camera`` this store has kept lately, the
+        ones retention deleted since included: what the clip-seconds budget counts after a restart."""
+        rows = self._db.execute("SELECT id, start_utc_s, end_utc_s FROM kept WHERE camera = ? ORDER BY start_utc_s",
+                                (camera,)).fetchall()
+        return [(str(i), float(a), float(b)) for i, a, b in rows]
 
     def records(self) -> list[ClipRecord]:
         rows = self._db.execute("SELECT * FROM clips ORDER BY created_s, id").fetchall()
