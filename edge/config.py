@@ -329,10 +329,26 @@ class KinematicsConfig(StrictModel):
     """Per-track ground-plane filter: position, velocity, heading and speed (see ``edge.analytics.kinematics``)."""
 
     measurement_noise_px: float = Field(
-        2.0, gt=0, le=100,
-        description="Standard deviation of a box bottom-centre's jitter, pixels. Mapped to metres through the "
-        "calibration at each point, so far road users are smoothed more. Raising it smooths speeds more but "
-        "follows braking and turns later.",
+        1.5, gt=0, le=100,
+        description="Standard deviation of a box bottom-centre's jitter that does not grow with the box, pixels "
+        "(frame-to-frame jitter measured on the shared footage is about 0.3 px; boxes also drift over several "
+        "frames, so the default is larger). Mapped to metres through the calibration at each point, so far "
+        "road users are smoothed more. Raising it smooths speeds more but follows braking and turns later.",
+    )
+    measurement_noise_box_frac: float = Field(
+        0.02, ge=0, le=0.5,
+        description="The part of the jitter that grows with the box: this fraction of its width (x) and height "
+        "(y). Measured on the shared footage: about 0.02 (tools/eval_conflicts.py --jitter).",
+    )
+    footprint_offset_frac: float = Field(
+        0.25, ge=0, le=1,
+        description="Uncertainty of the bottom-centre-to-footprint-centre offset, as a fraction of it: a real "
+        "road user is not its class's typical size. Added to each track's position uncertainty as a bias.",
+    )
+    consistency_hold_s: float = Field(
+        1.0, ge=0, le=10,
+        description="A track whose measurement failed the innovation gate (a box merge, split or cut by the "
+        "image edge) is not consistent for this long, and takes part in no conflict meanwhile.",
     )
     acceleration_noise_mps2: float = Field(
         2.0, gt=0, le=50,
@@ -448,18 +464,59 @@ class MovementConfig(StrictModel):
 
 # -------------------------------------------------------------------------------------------- cameras
 class ConflictConfig(StrictModel):
-    """Near-miss detection between road users on the ground plane (needs a calibration)."""
+    """Near-miss detection between road users on the ground plane (needs a calibration).
+
+    A near-miss needs evidence (see ``edge.analytics.conflicts``): mature, consistent tracks, a TTC at or
+    below the threshold held for ``min_exposure_s``, a gap larger than the pair's position uncertainty and
+    a closing speed larger than its velocity uncertainty. Every false alarm keeps video (P3).
+    """
 
     ttc_threshold_s: float = Field(
-        1.5, gt=0, le=10, description="An encounter whose minimum TTC is at or below this is a near-miss (FHWA SSAM)."
+        1.5, gt=0, le=10,
+        description="TTC at or below this, held for min_exposure_s, makes an encounter a near-miss (FHWA SSAM "
+        "default 1.5 s).",
     )
     pet_threshold_s: float = Field(
-        1.5, gt=0, le=10, description="Paths crossing with a post-encroachment time at or below this: near-miss."
+        1.5, gt=0, le=10,
+        description="Paths crossing (not following) with a post-encroachment time at or below this: near-miss.",
     )
-    severity_ttc_s: tuple[float, float] = Field(
-        (0.5, 1.0),
-        description="TTC (or PET) bounds of the 'high' and 'medium' severities; above them up to the threshold "
-        "is 'low'.",
+    min_exposure_s: float = Field(
+        0.3, ge=0, le=5,
+        description="The TTC must stay at or below the threshold this long without a break (a time-exposed "
+        "TTC). Raising it drops short noise-driven dips but also brief real conflicts.",
+    )
+    min_exposure_frames: int = Field(
+        3, ge=1, le=100, description="... and over at least this many evaluated frames (for low frame rates)."
+    )
+    min_track_age_s: float = Field(
+        1.0, ge=0, le=30,
+        description="Both road users must have been tracked this long (a new track's velocity is its guess).",
+    )
+    max_position_std_m: float = Field(
+        1.0, gt=0, le=20,
+        description="Road users whose position is more uncertain than this (one standard deviation, metres: "
+        "small far-away boxes) take part in no conflict.",
+    )
+    gap_sigmas: float = Field(
+        1.0, ge=0, le=10,
+        description="A frame counts as evidence only when the collision course holds with each footprint shrunk "
+        "by this many of its position standard deviations per side: a gap or an overlap within the pair's "
+        "uncertainty tells nothing (a merge of boxes looks the same).",
+    )
+    closing_sigmas: float = Field(
+        2.0, ge=0, le=10,
+        description="... and when the relative speed exceeds this many combined velocity standard deviations.",
+    )
+    serious_deceleration_mps2: float = Field(
+        4.0, gt=0, le=15,
+        description="Severity after the Swedish Traffic Conflict Technique (Hyden 1987): a conflict is serious "
+        "('high') when stopping from the conflicting speed within the time to accident needs more than this "
+        "deceleration, i.e. TA <= speed / (2 x this); the border rises with speed as the TCT's does.",
+    )
+    medium_ta_s: float = Field(
+        1.0, gt=0, le=10,
+        description="A conflict that is not serious is 'medium' when its time to accident (or PET) is at or "
+        "below this, else 'low'.",
     )
     horizon_s: float = Field(5.0, gt=0, le=30, description="TTC looks this far ahead under constant velocity.")
     max_pair_distance_m: float = Field(
@@ -475,9 +532,8 @@ class ConflictConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> ConflictConfig:
-        high, medium = self.severity_ttc_s
-        if not 0 < high <= medium <= max(self.ttc_threshold_s, self.pet_threshold_s):
-            raise ValueError("severity_ttc_s must be (high, medium) with 0 < high <= medium <= the thresholds")
+        if self.medium_ta_s > max(self.ttc_threshold_s, self.pet_threshold_s):
+            raise ValueError("medium_ta_s must not exceed the TTC and PET thresholds")
         return self
 
 

@@ -135,14 +135,28 @@ class NearMissEvent(Payload):
     time: str = Field(max_length=32, description="ISO 8601 UTC instant of the conflict, e.g. 2024-05-01T07:00:03.2Z.")
     conflict_type: ConflictKind = Field(description="From the angle between headings (FHWA SSAM v2).")
     severity: Literal["high", "medium", "low"] = Field(
-        description="From the smaller of TTC and PET against the configured severity bounds."
+        description="high: a serious conflict after the Swedish Traffic Conflict Technique (stopping from the "
+        "conflicting speed within the time to accident needs more than the configured deceleration) or a "
+        "collision; medium: time to accident (or PET) at most the medium bound; low: the rest."
     )
     road_users: tuple[RoadUserClass, RoadUserClass] = Field(description="Classes of the two road users.")
     speeds_mps: tuple[float, float] = Field(description="Ground speeds of the two road users at the conflict, m/s.")
     vulnerable: bool = Field(description="True when a person, bicycle or motorcycle is involved.")
-    ttc_s: float | None = Field(None, ge=0, description="Minimum time to collision in seconds, if they were closing.")
+    ttc_s: float | None = Field(
+        None, ge=0, description="Time to accident: the lowest evidenced time to collision in seconds, if closing."
+    )
     pet_s: float | None = Field(None, ge=0, description="Post-encroachment time in seconds, if their paths crossed.")
     drac_mps2: float | None = Field(None, ge=0, description="Deceleration needed to avoid the collision, m/s^2.")
+    time_exposed_s: float = Field(
+        0.0, ge=0, description="How long the TTC stayed at or below the threshold without a break, seconds."
+    )
+    conflicting_speed_mps: float | None = Field(
+        None, ge=0, description="Speed of the evasive (or else the faster) road user at the time to accident, m/s."
+    )
+    evasive_deceleration_mps2: float | None = Field(
+        None, description="Largest speed drop rate of either road user during the conflict, m/s^2 (evasive action)."
+    )
+    collision: bool = Field(False, description="The footprints overlapped after a sustained collision course.")
     location_m: tuple[int, int] = Field(
         description="Where it happened in the camera's local ground frame, rounded to the metre."
     )

@@ -207,7 +207,9 @@ class CameraPipeline:
             severity=nm.severity,
             road_users=nm.classes,
             speeds_mps=nm.speeds_mps, vulnerable=nm.vulnerable, ttc_s=nm.ttc_s, pet_s=nm.pet_s,
-            drac_mps2=nm.drac_mps2, location_m=(int(nm.location_m[0]), int(nm.location_m[1])), clip=clip,
+            drac_mps2=nm.drac_mps2, time_exposed_s=nm.time_exposed_s, conflicting_speed_mps=nm.conflicting_speed_mps,
+            evasive_deceleration_mps2=nm.evasive_deceleration_mps2, collision=nm.collision,
+            location_m=(int(nm.location_m[0]), int(nm.location_m[1])), clip=clip,
         )
 
     def _redaction_boxes(self, tracks: Tracks, detections: Detections) -> npt.NDArray[np.float32]:

@@ -215,3 +215,56 @@ def test_speeds_agree_between_two_independent_surveys_of_the_camera() -> None:
         for tid, (_, kmh, moved_m) in own.items():
             if moved_m > 5.0:
                 assert abs(other[tid][1] / kmh - 1) < 0.05, (clip, tid, kmh, other[tid][1])
+
+
+# ------------------------------------------------------------------- footprint, uncertainty, innovation gate
+def _box_at(cal: Calibration, x_m: float, y_m: float, w_px: float = 40.0, h_px: float = 30.0) -> np.ndarray:
+    u, v = cal.ground_to_image(np.array([[x_m, y_m]]))[0]
+    return np.array([[u - w_px / 2, v - h_px, u + w_px / 2, v]], np.float32)
+
+
+def test_footprint_centre_lies_beyond_the_contact_point_by_its_support_distance() -> None:
+    """The footprint centre is the box's bottom-centre moved away from the camera (the ground direction of
+    one pixel up) by the footprint's extent in that direction: half the length for a car seen from behind,
+    less for one seen at an angle."""
+    cal = Calibration(IMAGE, GROUND, origin_m=(0.0, 0.0))
+    size = FOOTPRINT_SIZES["car"]
+    for velocity in ((0.0, 10.0), (10.0, 0.0), (7.0, 7.0)):
+        kin = GroundKinematics(KinematicsConfig(), cal)
+        for k in range(40):
+            t = k / 20.0
+            contact = np.array([1.5, 8.0]) + np.array(velocity) * t
+            g = kin.update(Tracks(_box_at(cal, *contact), np.ones(1, np.float32), np.array([CAR]), np.array([3])), t)
+        away = cal.image_to_ground(cal.ground_to_image(contact[None]) - [0.0, 1.0])[0] - contact
+        away /= np.hypot(*away)
+        h = np.array(velocity) / np.hypot(*velocity)
+        along = abs(float(h @ away))
+        support = size.length_m / 2 * along + size.width_m / 2 * math.sqrt(1 - along**2)
+        np.testing.assert_allclose(g.xy_m[0], contact + support * away, atol=0.15)
+
+
+def test_position_uncertainty_grows_with_distance_and_box_size() -> None:
+    cal = Calibration(IMAGE, GROUND, origin_m=(0.0, 0.0))
+    kin = GroundKinematics(KinematicsConfig(), cal)
+    boxes = np.concatenate([_box_at(cal, 1.5, 5.0), _box_at(cal, 1.5, 40.0), _box_at(cal, 1.5, 5.0, 200, 150)])
+    g = kin.update(Tracks(boxes, np.ones(3, np.float32), np.full(3, CAR), np.array([1, 2, 3])), 0.0)
+    near, far, big = g.position_std_m
+    assert far > 2 * near  # a metre per pixel far away, centimetres near the camera
+    assert big > near  # a larger box jitters by more pixels
+
+
+def test_a_jump_fails_the_innovation_gate_and_makes_the_track_inconsistent() -> None:
+    kin = GroundKinematics(KinematicsConfig(consistency_hold_s=1.0), measurement_noise_m=0.05)
+    for k in range(40):
+        g = kin.update_ground([1], [CAR], [[10.0 * k / 20, 0.0]], k / 20)
+    assert g.consistent[0]
+    jumped = kin.update_ground([1], [CAR], [[10.0 * 40 / 20, 6.0]], 2.0)  # a box merge: 6 m sideways
+    assert not jumped.consistent[0]
+    assert abs(jumped.xy_m[0, 1]) < 0.1  # the jump was not used
+    for k in range(41, 70):
+        g = kin.update_ground([1], [CAR], [[10.0 * k / 20, 0.0]], k / 20)
+    assert g.consistent[0] and abs(g.speed_mps[0] - 10.0) < 0.5  # consistent again after the hold
+    # a jump that persists (an id handed to another road user) restarts the track, which must mature again
+    for k in range(70, 74):
+        g = kin.update_ground([1], [CAR], [[10.0 * k / 20, 8.0]], k / 20)
+    assert abs(g.xy_m[0, 1] - 8.0) < 0.5 and g.age_s[0] < 0.2

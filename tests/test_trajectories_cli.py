@@ -15,7 +15,7 @@ def test_cli_finds_movements_speeds_and_the_near_miss(tmp_path: Path) -> None:
     for f in range(0, 200):  # 10 s at 20 Hz
         t = f / 20
         rows.append(f"1,car,{t:.2f},{-40 + 10 * t:.3f},0.0")  # eastbound 36 km/h, at x=0 when t=4.0
-        rows.append(f"2,car,{t:.2f},0.0,{-44 + 10 * t:.3f}")  # northbound 36 km/h, at y=0 when t=4.4
+        rows.append(f"2,car,{t:.2f},0.0,{-41 + 10 * t:.3f}")  # northbound 36 km/h, at y=0 when t=4.1
     csv_path = tmp_path / "tracks.csv"
     csv_path.write_text("\n".join(rows) + "\n")
     study = {

@@ -1,24 +1,57 @@
-"""Near-miss detection: TTC, DRAC and PET between nearby road users, one event per encounter.
+"""Near-miss detection: TTC, DRAC and PET between nearby road users, one event per encounter, on evidence.
 
 Every frame, road users on the ground plane within ``max_pair_distance_m`` of each other are paired
 (a k-d tree query, so a busy scene costs pairs that are close, not all pairs). For each pair the 2-D
 time to collision of their oriented footprints under constant velocity (a disc for pedestrians) and the
 deceleration rate to avoid the crash are computed (``edge.analytics.surrogate``). An *encounter* is one
-pair over the frames it stays close; it keeps its minimum TTC, maximum DRAC and the moment of the
-minimum. When it ends, the post-encroachment time of the two observed paths is computed, and the
-encounter becomes a near-miss if its TTC or PET is at or below the threshold.
+pair over the frames it stays close.
+
+Evidence, because a false alarm keeps video (P3): a frame counts towards a conflict only when
+
+* both road users are *mature* (tracked ``min_track_age_s``, velocity settled), *consistent* (no measurement
+  failed the innovation gate within ``consistency_hold_s``) and located well enough
+  (``position_std_m <= max_position_std_m``: small far-away boxes are uncertain by metres);
+* TTC is at or below ``ttc_threshold_s``;
+* the collision course holds with every footprint shrunk by ``gap_sigmas`` of its position standard
+  deviation on each side: a gap, or a lateral overlap of two cars in adjacent lanes, that lies within the
+  pair's uncertainty tells nothing (two boxes merging in an occlusion look like a collision course);
+* the relative speed exceeds ``closing_sigmas`` combined velocity standard deviations (the TTC is not
+  made of noise).
+
+The encounter is a conflict when such frames follow each other without a break (an evaluated frame above
+the threshold ends a run; a frame that cannot tell, or a missed detection shorter than ``_RUN_GAP_S``,
+does not) for ``min_exposure_s`` and ``min_exposure_frames``: a time-exposed TTC (Minderhoud & Bovy 2001,
+"Extended time-to-collision measures for road traffic safety assessment", AAP 33(1)) rather than one
+frame's minimum. Footprints that overlap while such a run is under way are a *collision*.
+A conflict found by PET alone (paths crossing at 30 deg or more, the later road user moving) needs both
+tracks mature and consistent too.
+
+Measures on the event:
+
+* ``ttc_s`` is the time to accident (TA) of the Swedish Traffic Conflict Technique (Hyden 1987; Laureshyn
+  & Varhelyi 2018, *The Swedish Traffic Conflict Technique - Observer's manual*): the lowest evidenced TTC;
+* ``conflicting_speed_mps`` (CS): the speed, at that moment, of the road user that braked hardest
+  afterwards (the evasive one), or the faster one when neither braked;
+* ``evasive_deceleration_mps2``: the largest speed drop rate of either road user after the run started,
+  over at least ``_DECEL_MIN_S`` (evasive action; None when not measurable);
+* ``time_exposed_s``: the longest evidenced run.
+
+Severity follows the TCT's principle that the same TA is more serious at a higher conflicting speed: a
+conflict is ``high`` (serious) when stopping from CS within TA needs more than
+``serious_deceleration_mps2`` (``TA <= CS / (2 a)``) or when the footprints collided; otherwise ``medium``
+when TA (or PET) is at most ``medium_ta_s``, else ``low``. This is an operationalisation of the TCT's
+serious-conflict border, not a reading of its published diagram.
 
 Definitions (DESIGN.md): TTC (Hayward 1972), PET (Allen et al. 1978), DRAC (Cooper & Ferguson 1976),
 conflict types by heading angle as in FHWA SSAM v2 (Gettman et al. 2008): rear-end < 30 deg, crossing
-> 85 deg, else angled (lane change). An overlap at t = 0 (TTC -1) is not counted: with footprints from
-class sizes it comes from position error far more often than from a collision, and a real collision
-is preceded by finite TTCs that are counted.
+> 85 deg, else angled (lane change).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -26,12 +59,14 @@ from scipy.spatial import cKDTree
 
 from edge.analytics.kinematics import GroundKinematics, GroundTracks
 from edge.analytics.surrogate import (
+    REAR_END_MAX_ANGLE_DEG,
     Disc,
     Footprint,
     Footprints,
     conflict_type,
     drac_batch,
     drac_mps2,
+    heading_angle_deg,
     pet_s,
     ttc_batch,
     ttc_s,
@@ -42,6 +77,18 @@ from edge.types import F64, ROAD_USER_CLASSES
 
 PERSON = ROAD_USER_CLASSES.index("person")
 VULNERABLE = frozenset(ROAD_USER_CLASSES.index(c) for c in ("person", "bicycle", "motorcycle"))
+#: A missed detection (or a frame that cannot tell) shorter than this does not break a run of evidence.
+_RUN_GAP_S: Final = 0.3
+#: A deceleration is measured over at least this long (shorter spans are dominated by velocity noise).
+_DECEL_MIN_S: Final = 0.3
+#: A deceleration below this is not called evasive when choosing the conflicting speed's road user.
+_EVASIVE_MIN_MPS2: Final = 1.0
+#: Shrunk footprints keep at least this size (m): a point would never collide with a point.
+_MIN_SIZE_M: Final = 0.1
+#: Below this yaw rate (rad/s) a road user drives straight and the constant-velocity TTC is the whole test.
+_YAW_STRAIGHT_RPS: Final = 0.05
+#: Time step (s) of the constant-turn-rate check.
+_TURN_STEP_S: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +106,10 @@ class NearMiss:
     vulnerable: bool
     location_m: tuple[float, float]
     tracker_ids: tuple[int, int]
+    conflicting_speed_mps: float | None = None
+    evasive_deceleration_mps2: float | None = None
+    time_exposed_s: float = 0.0
+    collision: bool = False
 
 
 @dataclass(slots=True)
@@ -67,18 +118,31 @@ class _Encounter:
     b: int
     classes: tuple[int, int]
     last_seen_t: float
+    # the run of evidence under way
+    run_start_t: float = math.nan
+    run_last_t: float = math.nan
+    run_frames: int = 0
+    run_speeds: tuple[float, float] = (0.0, 0.0)
+    # the best run so far, and the minimum evidenced TTC (the time to accident)
+    exposed_s: float = 0.0
+    exposed_frames: int = 0
+    qualified: bool = False
+    collision: bool = False
     min_ttc: float = math.inf
     max_drac: float = 0.0
     t_min: float = 0.0
     speeds: tuple[float, float] = (0.0, 0.0)
     headings: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 0.0), (1.0, 0.0))
     location: tuple[float, float] = (0.0, 0.0)
+    decel: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    decel_measured: bool = False
     sizes: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 1.0), (1.0, 1.0))
     paths: list[F64] = field(default_factory=lambda: [np.zeros((0, 3)), np.zeros((0, 3))])
 
 
-def severity(value_s: float, bounds: tuple[float, float]) -> str:
-    return "high" if value_s <= bounds[0] else "medium" if value_s <= bounds[1] else "low"
+def tct_serious(ta_s: float, conflicting_speed_mps: float, deceleration_mps2: float) -> bool:
+    """True when stopping from ``conflicting_speed_mps`` within ``ta_s`` needs more than ``deceleration_mps2``."""
+    return ta_s <= conflicting_speed_mps / (2.0 * deceleration_mps2)
 
 
 class ConflictDetector:
@@ -116,7 +180,8 @@ class ConflictDetector:
     def _evaluate(self, g: GroundTracks) -> None:
         cfg = self.config
         person = g.class_id == PERSON
-        usable = g.valid & (np.isfinite(g.heading).all(axis=1) | person)
+        usable = (g.valid & (np.isfinite(g.heading).all(axis=1) | person) & g.consistent
+                  & (g.age_s >= cfg.min_track_age_s) & (g.position_std_m <= cfg.max_position_std_m))
         idx = np.flatnonzero(usable)
         if len(idx) < 2:
             return
@@ -129,83 +194,187 @@ class ConflictDetector:
         if len(i) == 0:
             return
         self.pairs_evaluated += len(i)
+        ttc, drac = self._ttc(g, i, j, np.zeros(len(g)))
+        # Evidence: the same TTC with every footprint shrunk by gap_sigmas of its position uncertainty per
+        # side, so a collision course must hold even if both road users are that much smaller or farther
+        # apart than estimated (a gap or a lateral overlap within the uncertainty tells nothing).
+        sure, _ = self._ttc(g, i, j, cfg.gap_sigmas * g.position_std_m)
+        rel = np.hypot(*(g.velocity_mps[i] - g.velocity_mps[j]).T)
+        rel_std = np.hypot(g.velocity_std_mps[i], g.velocity_std_mps[j])
+        tells = (sure >= 0) & (sure <= cfg.ttc_threshold_s) & (rel > cfg.closing_sigmas * rel_std)
+        yaw = np.abs(g.yaw_rate_rps)
+        turning = tells & ((yaw[i] > _YAW_STRAIGHT_RPS) | (yaw[j] > _YAW_STRAIGHT_RPS))
+        if turning.any():  # a turning road user must collide on its arc too, not only on its tangent
+            ti, tj = i[turning], j[turning]
+            tells[turning] = _collides_turning(g, ti, tj, cfg.gap_sigmas * g.position_std_m, cfg.ttc_threshold_s)
+        for k in range(len(i)):
+            self._observe(g, int(i[k]), int(j[k]), float(ttc[k]), float(drac[k]), bool(tells[k]))
+
+    def _ttc(self, g: GroundTracks, i: npt.NDArray[np.int64], j: npt.NDArray[np.int64],
+             shrink_m: F64) -> tuple[F64, F64]:
+        """TTC and DRAC of pairs ``(i, j)`` with each footprint shrunk by ``shrink_m[row]`` per side."""
+        horizon = self.config.horizon_s
+        person = g.class_id == PERSON
+        length = np.maximum(g.length_m - 2 * shrink_m, _MIN_SIZE_M)
+        width = np.maximum(g.width_m - 2 * shrink_m, _MIN_SIZE_M)
         ttc = np.full(len(i), math.inf)
         drac = np.zeros(len(i))
         rect = ~(person[i] | person[j])
         if rect.any():
-            a, b = self._rects(g, i[rect]), self._rects(g, j[rect])
-            ttc[rect] = ttc_batch(a, g.velocity_mps[i[rect]], b, g.velocity_mps[j[rect]], cfg.horizon_s)
-            drac[rect] = drac_batch(a, g.velocity_mps[i[rect]], b, g.velocity_mps[j[rect]], cfg.horizon_s)
+            ri, rj = i[rect], j[rect]
+            a = Footprints(g.xy_m[ri], g.heading[ri], length[ri], width[ri])
+            b = Footprints(g.xy_m[rj], g.heading[rj], length[rj], width[rj])
+            ttc[rect] = ttc_batch(a, g.velocity_mps[ri], b, g.velocity_mps[rj], horizon)
+            drac[rect] = drac_batch(a, g.velocity_mps[ri], b, g.velocity_mps[rj], horizon)
         for d in np.flatnonzero(~rect).tolist():
-            sa, sb = self._shape(g, int(i[d])), self._shape(g, int(j[d]))
-            va = (float(g.velocity_mps[i[d], 0]), float(g.velocity_mps[i[d], 1]))
-            vb = (float(g.velocity_mps[j[d], 0]), float(g.velocity_mps[j[d], 1]))
-            ttc[d] = ttc_s(sa, va, sb, vb, cfg.horizon_s)
-            drac[d] = drac_mps2(sa, va, sb, vb, cfg.horizon_s)
-        for k in range(len(i)):
-            self._observe(g, int(i[k]), int(j[k]), float(ttc[k]), float(drac[k]))
+            ri, rj = int(i[d]), int(j[d])
+            sa, sb = _shape(g, ri, length[ri], width[ri]), _shape(g, rj, length[rj], width[rj])
+            va = (float(g.velocity_mps[ri, 0]), float(g.velocity_mps[ri, 1]))
+            vb = (float(g.velocity_mps[rj, 0]), float(g.velocity_mps[rj, 1]))
+            ttc[d] = ttc_s(sa, va, sb, vb, horizon)
+            drac[d] = drac_mps2(sa, va, sb, vb, horizon)
+        return ttc, drac
 
-    @staticmethod
-    def _rects(g: GroundTracks, rows: npt.NDArray[np.int64]) -> Footprints:
-        return Footprints(g.xy_m[rows], g.heading[rows], g.length_m[rows], g.width_m[rows])
-
-    @staticmethod
-    def _shape(g: GroundTracks, row: int) -> Footprint | Disc:
-        x, y = float(g.xy_m[row, 0]), float(g.xy_m[row, 1])
-        if g.class_id[row] == PERSON:
-            return Disc(x, y, float(g.width_m[row]) / 2)
-        hx, hy = float(g.heading[row, 0]), float(g.heading[row, 1])
-        return Footprint(x, y, hx, hy, float(g.length_m[row]), float(g.width_m[row]))
-
-    def _observe(self, g: GroundTracks, i: int, j: int, ttc: float, drac: float) -> None:
+    def _observe(self, g: GroundTracks, i: int, j: int, ttc: float, drac: float, tells: bool) -> None:
+        cfg = self.config
         a, b = int(g.tracker_id[i]), int(g.tracker_id[j])
         if a > b:
             a, b, i, j = b, a, j, i
+        t = g.t_s
         enc = self._encounters.get((a, b))
         if enc is None:
-            enc = _Encounter(a, b, (int(g.class_id[i]), int(g.class_id[j])), g.t_s)
+            enc = _Encounter(a, b, (int(g.class_id[i]), int(g.class_id[j])), t)
             self._encounters[(a, b)] = enc
-        enc.last_seen_t = g.t_s
+        enc.last_seen_t = t
         enc.paths = [self.kinematics.history(a), self.kinematics.history(b)]
         enc.sizes = ((float(g.length_m[i]), float(g.width_m[i])), (float(g.length_m[j]), float(g.width_m[j])))
-        if 0 <= ttc < enc.min_ttc:
-            enc.min_ttc, enc.t_min = ttc, g.t_s
+        speeds = (float(g.speed_mps[i]), float(g.speed_mps[j]))
+        running = enc.run_frames > 0 and t - enc.run_last_t <= _RUN_GAP_S
+        if ttc < 0:  # overlapping now: a collision if a run of evidence led here, else nothing to tell
+            if running and enc.qualified:
+                enc.collision = True
+            return
+        evidence = ttc <= cfg.ttc_threshold_s and tells
+        if not evidence:
+            if ttc > cfg.ttc_threshold_s or not running:
+                enc.run_frames = 0  # an evaluated frame above the threshold ends the run
+            return
+        if not running:
+            enc.run_start_t, enc.run_frames, enc.run_speeds = t, 0, speeds
+        enc.run_last_t = t
+        enc.run_frames += 1
+        run_s = t - enc.run_start_t
+        if run_s >= enc.exposed_s:
+            enc.exposed_s, enc.exposed_frames = run_s, max(enc.exposed_frames, enc.run_frames)
+        if run_s >= cfg.min_exposure_s and enc.run_frames >= cfg.min_exposure_frames:
+            enc.qualified = True
+        if t - enc.run_start_t >= _DECEL_MIN_S:
+            for k in (0, 1):
+                rate = (enc.run_speeds[k] - speeds[k]) / (t - enc.run_start_t)
+                enc.decel[k] = max(enc.decel[k], rate)
+            enc.decel_measured = True
+        if ttc < enc.min_ttc:
+            enc.min_ttc, enc.t_min = ttc, t
             enc.max_drac = max(enc.max_drac, drac)
-            enc.speeds = (float(g.speed_mps[i]), float(g.speed_mps[j]))
+            enc.speeds = speeds
             enc.headings = (_heading(g, i), _heading(g, j))
             mid = (g.xy_m[i] + g.xy_m[j]) / 2
             enc.location = (float(mid[0]), float(mid[1]))
 
     def _close(self, enc: _Encounter) -> NearMiss | None:
         cfg = self.config
+        ttc_hit = enc.qualified and enc.min_ttc <= cfg.ttc_threshold_s
         pet = None
         pa, pb = enc.paths
         if len(pa) >= 2 and len(pb) >= 2:
             pet = pet_s(pa, pb, size_a_m=_square_if_disc(enc.sizes[0], enc.classes[0]),
                         size_b_m=_square_if_disc(enc.sizes[1], enc.classes[1]))
-        ttc_hit = enc.min_ttc <= cfg.ttc_threshold_s
-        pet_hit = pet is not None and pet <= cfg.pet_threshold_s
+        pet_hit = pet is not None and pet <= cfg.pet_threshold_s and self._pet_evidence(pa, pb)
         if not (ttc_hit or pet_hit):
             return None
-        measure = min(enc.min_ttc if ttc_hit else math.inf, pet if pet_hit and pet is not None else math.inf)
-        t = enc.t_min if ttc_hit else enc.last_seen_t
-        if not ttc_hit:  # a PET-only conflict: take where and how the paths crossed from the last samples
+        if ttc_hit:
+            ta = enc.min_ttc
+            decel = tuple(enc.decel) if enc.decel_measured else None
+            evasive = (int(np.argmax(decel)) if decel is not None and max(decel) >= _EVASIVE_MIN_MPS2
+                       else int(np.argmax(enc.speeds)))
+            cs = enc.speeds[evasive]
+            serious = enc.collision or tct_serious(ta, cs, cfg.serious_deceleration_mps2)
+            severity = "high" if serious else "medium" if ta <= cfg.medium_ta_s else "low"
+            t = enc.t_min
+        else:  # a PET-only conflict: take where and how the paths crossed from the last samples
             enc.speeds = (_path_speed(pa), _path_speed(pb))
             enc.headings = (_path_heading(pa), _path_heading(pb))
             enc.location = _path_meeting(pa, pb)
+            decel, cs = None, None
+            severity = "medium" if pet is not None and pet <= cfg.medium_ta_s else "low"
+            t = enc.last_seen_t
         return NearMiss(
             t_s=t,
-            ttc_s=round(enc.min_ttc, 3) if math.isfinite(enc.min_ttc) else None,
+            ttc_s=round(enc.min_ttc, 3) if ttc_hit else None,
             pet_s=round(pet, 3) if pet is not None else None,
             drac_mps2=round(enc.max_drac, 3) if ttc_hit and math.isfinite(enc.max_drac) else None,
             conflict_type=conflict_type(enc.headings[0], enc.headings[1]),
-            severity=severity(measure, cfg.severity_ttc_s),
+            severity=severity,
             classes=(ROAD_USER_CLASSES[enc.classes[0]], ROAD_USER_CLASSES[enc.classes[1]]),
             speeds_mps=(round(enc.speeds[0], 2), round(enc.speeds[1], 2)),
             vulnerable=bool(VULNERABLE & set(enc.classes)),
             location_m=(float(round(enc.location[0])), float(round(enc.location[1]))),
             tracker_ids=(enc.a, enc.b),
+            conflicting_speed_mps=round(cs, 2) if cs is not None else None,
+            evasive_deceleration_mps2=round(max(decel), 2) if decel is not None else None,
+            time_exposed_s=round(enc.exposed_s, 3) if ttc_hit else 0.0,
+            collision=enc.collision,
         )
+
+    def _pet_evidence(self, pa: F64, pb: F64) -> bool:
+        """PET needs crossing paths (not one road user following another) and the later one moving."""
+        cfg = self.config
+        if heading_angle_deg(_path_heading(pa), _path_heading(pb)) < REAR_END_MAX_ANGLE_DEG:
+            return False
+        later = pa if pa[-1, 0] >= pb[-1, 0] else pb
+        return _path_speed(later) >= cfg.min_speed_mps
+
+
+def _collides_turning(g: GroundTracks, i: npt.NDArray[np.int64], j: npt.NDArray[np.int64], shrink_m: F64,
+                      within_s: float) -> npt.NDArray[np.bool_]:
+    """Whether pairs ``(i, j)`` overlap within ``within_s`` when each keeps its speed *and* its yaw rate.
+
+    Constant turn rate and velocity (CTRV): a road user turning through a junction follows an arc, and its
+    tangent may point at a car it will pass; a conflict must hold on the arc as well. Sampled every
+    ``_TURN_STEP_S``; footprints (discs count as squares here) shrunk by ``shrink_m`` per side as in the
+    constant-velocity test.
+    """
+    steps = np.arange(0.0, within_s + 1e-9, _TURN_STEP_S)
+    poses = []
+    for rows in (i, j):
+        speed = g.speed_mps[rows]
+        angle = np.arctan2(g.velocity_mps[rows, 1], g.velocity_mps[rows, 0])
+        omega = g.yaw_rate_rps[rows]
+        turn = np.abs(omega) > 1e-6
+        theta = angle[None, :] + omega[None, :] * steps[:, None]  # (K, n)
+        safe = np.where(turn, omega, 1.0)
+        dx = np.where(turn, speed / safe * (np.sin(theta) - np.sin(angle)), speed * np.cos(angle) * steps[:, None])
+        dy = np.where(turn, -speed / safe * (np.cos(theta) - np.cos(angle)), speed * np.sin(angle) * steps[:, None])
+        xy = g.xy_m[rows][None, :, :] + np.stack([dx, dy], axis=-1)  # (K, n, 2)
+        length = np.maximum(g.length_m[rows] - 2 * shrink_m[rows], _MIN_SIZE_M)
+        width = np.maximum(g.width_m[rows] - 2 * shrink_m[rows], _MIN_SIZE_M)
+        poses.append((xy, np.stack([np.cos(theta), np.sin(theta)], axis=-1), length, width))
+    (xa, ha, la, wa), (xb, hb, lb, wb) = poses
+    k, n = len(steps), len(i)
+    a = Footprints(xa.reshape(-1, 2), ha.reshape(-1, 2), np.tile(la, k), np.tile(wa, k))
+    b = Footprints(xb.reshape(-1, 2), hb.reshape(-1, 2), np.tile(lb, k), np.tile(wb, k))
+    still = np.zeros((k * n, 2))
+    overlap = ttc_batch(a, still, b, still) < 0  # at rest: -1 exactly when overlapping at that instant
+    hit: npt.NDArray[np.bool_] = np.asarray(np.asarray(overlap).reshape(k, n).any(axis=0), dtype=bool)
+    return hit
+
+
+def _shape(g: GroundTracks, row: int, length_m: float, width_m: float) -> Footprint | Disc:
+    x, y = float(g.xy_m[row, 0]), float(g.xy_m[row, 1])
+    if g.class_id[row] == PERSON:
+        return Disc(x, y, float(width_m) / 2)
+    hx, hy = float(g.heading[row, 0]), float(g.heading[row, 1])
+    return Footprint(x, y, hx, hy, float(length_m), float(width_m))
 
 
 def _heading(g: GroundTracks, row: int) -> tuple[float, float]:

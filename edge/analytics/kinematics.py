@@ -1,8 +1,37 @@
-"""Per-track ground-plane state: smoothed position, velocity, speed, heading and a stationary flag.
+"""Per-track ground-plane state: footprint centre, velocity, speed, heading, uncertainty, stationary flag.
 
-Each track's ground contact point (the bottom-centre of its box, see ``Tracks.anchors``) is mapped to the
-ground plane through the camera's :class:`~edge.geometry.Calibration` and filtered by a small Kalman filter
-per track, in metres and seconds:
+Measurement: where a road user stands
+-------------------------------------
+The bottom-centre of a box is the visible point nearest the camera, not the centre of the footprint: a
+car seen from behind stands about half its length farther away, one seen from the side about half its
+width. :meth:`GroundKinematics.update` therefore maps the bottom-centre to the ground (``G``) and moves it
+*away from the camera* along the ground direction ``u`` of the image's vertical at that point (the ground
+image of one pixel up), by the footprint's support distance in that direction::
+
+    centre = G + s u,   s = L/2 |h.u| + W/2 |h_perp.u|
+
+with ``L x W`` the class's typical footprint (:data:`FOOTPRINT_SIZES`) and ``h`` the track's heading (its
+last moving direction; while it is unknown, the mean of ``L/2`` and ``W/2``). A pedestrian's ``s`` is the
+radius of its disc. Without the offset the bias is the same for two cars seen alike and cancels in their
+gap, but not between a car and a truck or between road users seen from different sides (crossing paths,
+opposite directions). The filter runs on the contact point ``G`` and the offset is added to its output,
+so that a change of ``s`` (a heading becoming known, a turn) moves the position but never shows as speed.
+
+Uncertainty
+-----------
+Box edges jitter in proportion to the box: on the shared footage a detector's bottom-centre moves by a
+robust standard deviation of about 2 % of the box width (horizontally) and 2-4 % of its height
+(vertically) from frame to frame, plus a fraction of a pixel (``tools/eval_conflicts.py --jitter`` prints
+the table). The image noise is ``sigma_px = measurement_noise_px + measurement_noise_box_frac * size``
+(width for x, height for y), mapped to the ground through the homography's Jacobian at the point
+(``R = J diag(sigma^2) J^T``): a 20-px box 100 m away is uncertain by metres, a large one near the camera by
+centimetres. The footprint model adds ``footprint_offset_frac * s`` along ``u`` (a real car is not the
+class's typical size). Each track carries ``position_std_m``: the filter's position uncertainty plus that
+systematic part, in metres (the largest axis); conflict detection refuses pairs whose gap lies within it.
+
+Filter
+------
+A Kalman filter per track, in metres and seconds:
 
 * state ``(x, y, vx, vy)``, constant-velocity model; time steps come from the frames' ``t_s``, so
   irregular frame intervals and frames where a track was not matched (it is lost, then found again)
@@ -11,9 +40,11 @@ per track, in metres and seconds:
   ``acceleration_noise_mps2`` (the discrete white noise acceleration model of Bar-Shalom, Li and
   Kirubarajan, 2001, *Estimation with Applications to Tracking and Navigation*, ch. 6): per axis
   ``Q = sigma_a^2 [[dt^4/4, dt^3/2], [dt^3/2, dt^2]]``;
-* measurement noise: ``measurement_noise_px`` in the image, mapped to the ground by the homography's
-  Jacobian at the point (``R = J diag(sigma^2) J^T``). One pixel is ~1 cm near the camera and tens of
-  centimetres far away, so far road users are smoothed more, as they should be;
+* an innovation gate: a measurement whose normalised innovation squared exceeds the chi-square 99.9 %
+  point (13.8 for 2 degrees of freedom) is not used: boxes merge and split in occlusions, and a box cut
+  by the image edge moves its bottom-centre by metres. The track is marked not ``consistent`` for
+  ``consistency_hold_s``; after 3 such measurements in a row the state restarts at the measurement (a
+  new age, so it must mature again before it can be part of a conflict);
 * a new track starts at its first position with zero velocity and a wide velocity uncertainty
   (``INITIAL_SPEED_STD_MPS``); its speed and heading are flagged ``valid`` once it has been observed for
   ``velocity_settle_s`` and at least 3 times.
@@ -23,11 +54,6 @@ heading it last moved with (a car does not turn on the spot), and one never seen
 ``stationary`` has hysteresis: it is entered below ``stationary_enter_speed_mps`` and left above
 ``stationary_exit_speed_mps``. The filter's speed at a standstill is a positive number (the norm of a noisy
 zero vector), so the enter threshold must sit above that noise.
-
-Known limits: the bottom-centre of a box is the ground point nearest the camera, not the footprint's centre
-(a car seen from behind is displaced by about half its length toward the camera); speeds are unaffected
-while the view angle changes slowly. A box cut by the image edge or an occluder moves its bottom-centre;
-there is no outlier gate, so such a jump shows as a short speed spike.
 
 Memory: one fixed-size state per live track (plus a ring of ``history_samples`` positions), freed when
 the track id appears in ``Tracks.ended_ids``.
@@ -50,6 +76,7 @@ from edge.geometry import Calibration
 from edge.types import F64, ROAD_USER_CLASSES, BoolArray, IntArray, Tracks
 
 __all__ = [
+    "FOOTPRINT_LENGTHS_M",
     "FOOTPRINT_SIZES",
     "INITIAL_SPEED_STD_MPS",
     "FootprintSize",
@@ -63,6 +90,14 @@ INITIAL_SPEED_STD_MPS: Final = 10.0
 #: Floor added to the measurement noise (m), so a point right under the camera still has some.
 _MEASUREMENT_FLOOR_M: Final = 0.02
 _MIN_OBSERVATIONS: Final = 3
+#: Chi-square 99.9 % point for 2 degrees of freedom: a position this unlikely under the filter is not used.
+INNOVATION_GATE_CHI2: Final = 13.82
+_RESTART_AFTER_OUTLIERS: Final = 3
+#: Yaw rate: smoothed over this time constant (s), only from headings at this speed (m/s) or more, and
+#: capped (rad/s; a car turning at 10 m/s on a 10 m radius turns at 1 rad/s).
+_YAW_TAU_S: Final = 0.5
+_YAW_MIN_SPEED_MPS: Final = 2.0
+_YAW_MAX_RPS: Final = 1.5
 _EYE2: Final = np.eye(2)
 _EYE4: Final = np.eye(4)
 
@@ -94,8 +129,11 @@ FOOTPRINT_SIZES: Final[Mapping[str, FootprintSize]] = MappingProxyType(
 )
 if set(FOOTPRINT_SIZES) != set(ROAD_USER_CLASSES):  # every class needs a size
     raise ImportError("FOOTPRINT_SIZES and ROAD_USER_CLASSES disagree")
-_LENGTHS: Final = np.array([FOOTPRINT_SIZES[c].length_m for c in ROAD_USER_CLASSES])
+#: Footprint lengths and widths by class id (metres).
+FOOTPRINT_LENGTHS_M: Final = np.array([FOOTPRINT_SIZES[c].length_m for c in ROAD_USER_CLASSES])
+_LENGTHS: Final = FOOTPRINT_LENGTHS_M
 _WIDTHS: Final = np.array([FOOTPRINT_SIZES[c].width_m for c in ROAD_USER_CLASSES])
+_PERSON: Final = ROAD_USER_CLASSES.index("person")
 
 
 def _check(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -107,11 +145,15 @@ def _check(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
 class GroundTracks:
     """Ground-plane state of the tracks observed on one frame, as parallel arrays (row ``i`` = one track).
 
-    ``xy_m (N,2)`` filtered position in the calibration's local ground frame (metres), ``velocity_mps
-    (N,2)``, ``speed_mps (N,)`` its norm, ``heading (N,2)`` unit vector (NaN when the track never moved),
-    ``stationary (N,)`` with hysteresis, ``valid (N,)`` true once the velocity has settled (speed, heading
-    and ``stationary`` mean nothing before), ``length_m``/``width_m (N,)`` the class's typical footprint
-    (:data:`FOOTPRINT_SIZES`). Internal only: tracker ids and positions never leave the device.
+    ``xy_m (N,2)`` filtered footprint centre in the calibration's local ground frame (metres),
+    ``velocity_mps (N,2)``, ``speed_mps (N,)`` its norm, ``heading (N,2)`` unit vector (NaN when the track
+    never moved), ``stationary (N,)`` with hysteresis, ``valid (N,)`` true once the velocity has settled
+    (speed, heading and ``stationary`` mean nothing before), ``length_m``/``width_m (N,)`` the class's
+    typical footprint (:data:`FOOTPRINT_SIZES`), ``position_std_m (N,)`` and ``velocity_std_mps (N,)`` one
+    standard deviation along the most uncertain axis, ``age_s (N,)`` time since the track's state started,
+    ``consistent (N,)`` false while a recent measurement failed the innovation gate (a box merge, split
+    or cut), ``yaw_rate_rps (N,)`` the smoothed rate of turn of the heading (rad/s, 0 below
+    ``_YAW_MIN_SPEED_MPS``, where headings are noise). Internal only: tracker ids and positions never leave the device.
     """
 
     t_s: float
@@ -125,10 +167,16 @@ class GroundTracks:
     valid: BoolArray
     length_m: F64
     width_m: F64
+    position_std_m: F64
+    velocity_std_mps: F64
+    age_s: F64
+    consistent: BoolArray
+    yaw_rate_rps: F64
 
     def __post_init__(self) -> None:
         n = len(self.tracker_id)
-        for name in ("tracker_id", "class_id", "speed_mps", "stationary", "valid", "length_m", "width_m"):
+        for name in ("tracker_id", "class_id", "speed_mps", "stationary", "valid", "length_m", "width_m",
+                     "position_std_m", "velocity_std_mps", "age_s", "consistent", "yaw_rate_rps"):
             _check(name, getattr(self, name), (n,))
         for name in ("xy_m", "velocity_mps", "heading"):
             _check(name, getattr(self, name), (n, 2))
@@ -156,7 +204,8 @@ class GroundTracks:
     def empty(cls, t_s: float) -> GroundTracks:
         z2, z1 = np.zeros((0, 2)), np.zeros((0,))
         zi, zb = np.zeros((0,), np.int64), np.zeros((0,), np.bool_)
-        return cls(t_s, zi, zi.copy(), z2, z2.copy(), z2.copy(), z1, zb, zb.copy(), z1.copy(), z1.copy())
+        return cls(t_s, zi, zi.copy(), z2, z2.copy(), z2.copy(), z1, zb, zb.copy(), z1.copy(), z1.copy(),
+                   z1.copy(), z1.copy(), z1.copy(), zb.copy(), z1.copy())
 
     def index_of(self, tracker_id: int) -> int | None:
         """Row of ``tracker_id``, or None when that track was not observed on this frame."""
@@ -179,6 +228,11 @@ class _TrackState:
     stationary: bool = False
     heading: F64 = field(default_factory=lambda: np.full(2, np.nan))
     history: deque[tuple[float, float, float]] | None = None
+    outliers_in_row: int = 0
+    inconsistent_until: float = -math.inf
+    systematic_m: float = 0.0  # the footprint model's share of the position uncertainty (m)
+    yaw_rate: float = 0.0  # rad/s, exponentially smoothed
+    yaw_t: float = math.nan  # time of the heading the yaw rate was last updated from
 
 
 class GroundKinematics:
@@ -214,22 +268,51 @@ class GroundKinematics:
             return np.zeros((0, 3))
         return np.array(st.history, dtype=np.float64).reshape(-1, 3)
 
+    def footprint_offsets(self, tracker_id: IntArray, class_id: IntArray, away: F64) -> F64:
+        """Support distance ``s (N,)`` (m) of each footprint towards the camera, along unit ``away (N,2)``.
+
+        Uses each track's last heading; unknown headings (new or never-moving tracks) take the mean of the
+        half length and the half width. A pedestrian is a disc: its radius.
+        """
+        cls = np.clip(np.asarray(class_id, np.int64), 0, len(ROAD_USER_CLASSES) - 1)
+        half_l, half_w = _LENGTHS[cls] / 2, _WIDTHS[cls] / 2
+        heading = np.full((len(cls), 2), np.nan)
+        for k, tid in enumerate(np.asarray(tracker_id).tolist()):
+            st = self._state.get(int(tid))
+            if st is not None:
+                heading[k] = st.heading
+        known = np.isfinite(heading).all(axis=1)
+        along = np.abs(np.einsum("ij,ij->i", np.where(known[:, None], heading, 0.0), away))
+        across = np.sqrt(np.clip(1.0 - along**2, 0.0, 1.0))
+        s = np.where(known, half_l * along + half_w * across, (half_l + half_w) / 2)
+        return np.where(cls == _PERSON, half_w, s)
+
     def update(self, tracks: Tracks, t_s: float) -> GroundTracks:
-        """Map the tracks' bottom-centres to the ground and filter them; frees state of ``tracks.ended_ids``.
+        """Footprint centres of the tracks' boxes on the ground, filtered; frees state of ``tracks.ended_ids``.
 
         Tracks whose bottom-centre is at or above the horizon (no ground position) are left out.
         """
         if self.calibration is None:
             raise ValueError("GroundKinematics.update needs a calibration; use update_ground for ground positions")
+        cfg = self.config
         anchors = tracks.anchors().astype(np.float64)
-        xy = self.calibration.image_to_ground(anchors)
+        ground = self.calibration.image_to_ground(anchors)
+        above = self.calibration.image_to_ground(anchors - [0.0, 1.0])  # one pixel up: away from the camera
         jac = self.calibration.jacobian(anchors)
-        ok = np.isfinite(xy).all(axis=1) & np.isfinite(jac).all(axis=(1, 2))
-        sigma2 = self.config.measurement_noise_px**2
-        cov = sigma2 * jac[ok] @ jac[ok].transpose(0, 2, 1)
-        return self.update_ground(
-            tracks.tracker_id[ok], tracks.class_id[ok], xy[ok], t_s, tracks.ended_ids, measurement_cov=cov
-        )
+        away = above - ground
+        norm = np.hypot(away[:, 0], away[:, 1])
+        ok = (np.isfinite(ground).all(axis=1) & np.isfinite(jac).all(axis=(1, 2)) & np.isfinite(norm)
+              & (norm > 0))
+        away = away[ok] / norm[ok, None]
+        ids, classes = tracks.tracker_id[ok], tracks.class_id[ok]
+        offset = self.footprint_offsets(ids, classes, away)
+        box = tracks.xyxy[ok].astype(np.float64)
+        sigma_px = cfg.measurement_noise_px + cfg.measurement_noise_box_frac * np.stack(
+            [box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]], axis=1)
+        j = jac[ok]
+        pixel_cov = j @ (sigma_px[:, :, None] * np.eye(2)[None] * sigma_px[:, None, :]) @ j.transpose(0, 2, 1)
+        return self.update_ground(ids, classes, ground[ok], t_s, tracks.ended_ids, measurement_cov=pixel_cov,
+                                  offset_m=offset[:, None] * away, systematic_m=cfg.footprint_offset_frac * offset)
 
     def update_ground(
         self,
@@ -239,11 +322,17 @@ class GroundKinematics:
         t_s: float,
         ended_ids: Sequence[int] = (),
         measurement_cov: F64 | None = None,
+        offset_m: F64 | None = None,
+        systematic_m: F64 | None = None,
     ) -> GroundTracks:
         """Filter ground positions ``xy_m (N,2)`` of tracks ``tracker_id (N,)`` observed at ``t_s``.
 
         ``measurement_cov (N,2,2)`` is each position's noise covariance (m^2); default isotropic
-        ``measurement_noise_m``. A time step <= 0 (a repeated time stamp) updates without predicting.
+        ``measurement_noise_m``. ``offset_m (N,2)`` is added to the filtered positions on output (the
+        footprint centre from the filtered contact point): it is not filtered, so a change of the offset
+        (a heading becoming known) moves the position but never shows as a velocity. ``systematic_m (N,)``
+        is the offset's own uncertainty, a bias that does not average out over frames (added to
+        ``position_std_m``). A time step <= 0 (a repeated time stamp) updates without predicting.
         """
         for tid in ended_ids:
             self._state.pop(int(tid), None)
@@ -262,16 +351,20 @@ class GroundKinematics:
             r = np.tile((self.measurement_noise_m**2) * _EYE2 + floor, (n, 1, 1))
         else:
             r = np.asarray(measurement_cov, dtype=np.float64).reshape(n, 2, 2) + floor
+        bias = np.zeros(n) if systematic_m is None else np.asarray(systematic_m, np.float64).reshape(n)
+        shift = np.zeros((n, 2)) if offset_m is None else np.asarray(offset_m, np.float64).reshape(n, 2)
 
         known = np.array([int(i) in self._state for i in ids], dtype=bool)
         mean = np.zeros((n, 4))
         cov = np.zeros((n, 4, 4))
+        outlier = np.zeros(n, dtype=bool)
         # New tracks: at the measurement, at rest, with a wide velocity prior.
         new = ~known
         mean[new, :2] = z[new]
         cov[new, :2, :2] = r[new]
         cov[new, 2, 2] = cov[new, 3, 3] = INITIAL_SPEED_STD_MPS**2
-        # Known tracks: predict over the real time step, then update with the measurement.
+        # Known tracks: predict over the real time step, then update with the measurement unless it fails
+        # the innovation gate.
         if known.any():
             rows = np.flatnonzero(known)
             states = [self._state[int(ids[i])] for i in rows]
@@ -279,13 +372,19 @@ class GroundKinematics:
             p = np.stack([s.cov for s in states])
             dt = np.maximum(np.array([t_s - s.last_t for s in states]), 0.0)
             m, p = _predict(m, p, dt, self.config.acceleration_noise_mps2)
-            mean[rows], cov[rows] = _update(m, p, z[rows], r[rows])
+            gated = _nis(m, p, z[rows], r[rows]) > INNOVATION_GATE_CHI2
+            mu, pu = _update(m, p, z[rows], r[rows])
+            mean[rows] = np.where(gated[:, None], m, mu)
+            cov[rows] = np.where(gated[:, None, None], p, pu)
+            outlier[rows] = gated
 
         cfg = self.config
-        speed = np.hypot(mean[:, 2], mean[:, 3])
         heading = np.full((n, 2), np.nan)
         stationary = np.zeros(n, dtype=bool)
         valid = np.zeros(n, dtype=bool)
+        consistent = np.ones(n, dtype=bool)
+        age = np.zeros(n)
+        yaw = np.zeros(n)
         for i in range(n):
             tid = int(ids[i])
             st = self._state.get(tid)
@@ -295,37 +394,93 @@ class GroundKinematics:
                 )
                 st = _TrackState(mean[i].copy(), cov[i].copy(), first_t=t_s, last_t=t_s, history=history)
                 self._state[tid] = st
+            elif outlier[i] and st.outliers_in_row + 1 >= _RESTART_AFTER_OUTLIERS:
+                # the track jumped for good (an id passed to another road user, a box re-formed): restart
+                mean[i, :2], mean[i, 2:] = z[i], st.mean[2:]
+                cov[i] = 0.0
+                cov[i, :2, :2] = r[i]
+                cov[i, 2, 2] = cov[i, 3, 3] = INITIAL_SPEED_STD_MPS**2
+                st.mean, st.cov = mean[i].copy(), cov[i].copy()
+                st.first_t, st.last_t, st.observations, st.outliers_in_row = t_s, t_s, 1, 0
+                st.inconsistent_until = t_s + cfg.consistency_hold_s
+                if st.history is not None:
+                    st.history.clear()
             else:
                 st.mean, st.cov = mean[i].copy(), cov[i].copy()
                 st.last_t = max(st.last_t, t_s)
-                st.observations += 1
+                if outlier[i]:
+                    st.outliers_in_row += 1
+                    st.inconsistent_until = t_s + cfg.consistency_hold_s
+                else:
+                    st.outliers_in_row = 0
+                    st.observations += 1
+            st.systematic_m = float(bias[i])
+            speed_i = math.hypot(mean[i, 2], mean[i, 3])
             st_valid = st.observations >= _MIN_OBSERVATIONS and t_s - st.first_t >= cfg.velocity_settle_s
             if st_valid:
-                if st.stationary and speed[i] > cfg.stationary_exit_speed_mps:
+                if st.stationary and speed_i > cfg.stationary_exit_speed_mps:
                     st.stationary = False
-                elif not st.stationary and speed[i] < cfg.stationary_enter_speed_mps:
+                elif not st.stationary and speed_i < cfg.stationary_enter_speed_mps:
                     st.stationary = True
-                if not st.stationary and speed[i] > 0:
-                    st.heading = mean[i, 2:] / speed[i]
-            if st.history is not None:
-                st.history.append((t_s, float(mean[i, 0]), float(mean[i, 1])))
+                if not st.stationary and speed_i > 0:
+                    heading_i = mean[i, 2:] / speed_i
+                    st.yaw_rate = self._yaw_rate(st, heading_i, speed_i, t_s)
+                    st.heading = heading_i
+                else:
+                    st.yaw_rate = 0.0
+            if st.history is not None and not outlier[i]:
+                st.history.append((t_s, float(mean[i, 0] + shift[i, 0]), float(mean[i, 1] + shift[i, 1])))
             valid[i] = st_valid
             stationary[i] = st.stationary and st_valid
             heading[i] = st.heading
+            consistent[i] = t_s >= st.inconsistent_until
+            age[i] = t_s - st.first_t
+            yaw[i] = st.yaw_rate
         class_idx = np.clip(classes, 0, len(ROAD_USER_CLASSES) - 1)
         return GroundTracks(
             t_s=t_s,
             tracker_id=ids.copy(),
             class_id=classes.copy(),
-            xy_m=mean[:, :2].copy(),
+            xy_m=mean[:, :2] + shift,
             velocity_mps=mean[:, 2:].copy(),
             heading=heading,
-            speed_mps=speed,
+            speed_mps=np.hypot(mean[:, 2], mean[:, 3]),
             stationary=stationary,
             valid=valid,
             length_m=_LENGTHS[class_idx],
             width_m=_WIDTHS[class_idx],
+            position_std_m=np.sqrt(_largest_eigenvalue(cov[:, :2, :2]) + bias**2),
+            velocity_std_mps=np.sqrt(_largest_eigenvalue(cov[:, 2:, 2:])),
+            age_s=age,
+            consistent=consistent,
+            yaw_rate_rps=yaw,
         )
+
+    @staticmethod
+    def _yaw_rate(st: _TrackState, heading: F64, speed_mps: float, t_s: float) -> float:
+        """The track's smoothed yaw rate after its heading moved from ``st.heading`` to ``heading``."""
+        dt = t_s - st.yaw_t if math.isfinite(st.yaw_t) else 0.0
+        st.yaw_t = t_s
+        if speed_mps < _YAW_MIN_SPEED_MPS or dt <= 0 or not np.isfinite(st.heading).all():
+            return st.yaw_rate * math.exp(-dt / _YAW_TAU_S) if dt > 0 else st.yaw_rate
+        turn = math.atan2(st.heading[0] * heading[1] - st.heading[1] * heading[0], float(st.heading @ heading))
+        w = 1.0 - math.exp(-dt / _YAW_TAU_S)
+        return float(np.clip((1 - w) * st.yaw_rate + w * turn / dt, -_YAW_MAX_RPS, _YAW_MAX_RPS))
+
+
+def _largest_eigenvalue(cov: F64) -> F64:
+    """Largest eigenvalue of each symmetric 2x2 matrix in ``(N,2,2)`` (closed form)."""
+    a, b, d = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
+    out: F64 = (a + d) / 2 + np.sqrt(((a - d) / 2) ** 2 + b**2)
+    return out
+
+
+def _nis(mean: F64, cov: F64, z: F64, r: F64) -> F64:
+    """Normalised innovation squared of position measurements ``z (N,2)`` against predictions."""
+    s = cov[:, :2, :2] + r
+    innovation = z - mean[:, :2]
+    out: F64 = np.einsum("ni,nij,nj->n", innovation, np.linalg.inv(s), innovation)
+    return out
 
 
 def _predict(mean: F64, cov: F64, dt: F64, sigma_a: float) -> tuple[F64, F64]:
