@@ -372,7 +372,10 @@ class GroundKinematics:
             p = np.stack([s.cov for s in states])
             dt = np.maximum(np.array([t_s - s.last_t for s in states]), 0.0)
             m, p = _predict(m, p, dt, self.config.acceleration_noise_mps2)
-            gated = _nis(m, p, z[rows], r[rows]) > INNOVATION_GATE_CHI2
+            settled = np.array([s.observations >= _MIN_OBSERVATIONS and t_s - s.first_t >= self.config.velocity_settle_s
+                                for s in states])
+            # a young track's velocity is still its prior guess: its innovations say nothing about the boxes
+            gated = settled & (_nis(m, p, z[rows], r[rows]) > INNOVATION_GATE_CHI2)
             mu, pu = _update(m, p, z[rows], r[rows])
             mean[rows] = np.where(gated[:, None], m, mu)
             cov[rows] = np.where(gated[:, None, None], p, pu)
