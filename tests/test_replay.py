@@ -127,3 +127,18 @@ def test_motion_gating_skips_still_frames_and_keeps_the_counts(model_dir: Path, 
     assert every.detected_frames == every.frames == 377
     assert gated.detected_frames < 0.6 * gated.frames  # the empty car park lane skips most frames
     assert gated.counts == every.counts and sum(every.counts.values()) >= 1
+
+
+def test_calibrated_motorway_cctv_raises_no_false_near_miss(model_dir: Path, tmp_path: Path) -> None:
+    """30 s of free-flowing motorway (a cyclist on the hard shoulder, close following in the right lane) with
+    no conflict in the hand labels (tools/labels/highway-cctv.csv): every near-miss would be a false alarm
+    that keeps video. With the same calibration the detector before the evidence rules reported 22."""
+    labels = (REPO / "tools" / "labels" / "highway-cctv.csv").read_text(encoding="utf-8").splitlines()
+    assert labels == ["t_s,class_a,class_b,type,note"]
+    config = repo_config("highway-cctv.yaml", model_dir)
+    assert config.cameras[0].calibration is not None
+    summary = replay(shared_path("footage/highway-cctv/video02.avi"), config, Detector(config.detector), tmp_path)
+    assert summary.frames >= 740
+    assert (tmp_path / "speeds.jsonl").read_text()  # the ground plane ran
+    assert (tmp_path / "events.jsonl").read_text() == ""
+    assert summary.events == {}
