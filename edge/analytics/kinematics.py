@@ -20,14 +20,15 @@ so that a change of ``s`` (a heading becoming known, a turn) moves the position 
 Uncertainty
 -----------
 Box edges jitter in proportion to the box: on the shared footage a detector's bottom-centre moves by a
-robust standard deviation of about 2 % of the box width (horizontally) and 2-4 % of its height
-(vertically) from frame to frame, plus a fraction of a pixel (``tools/eval_conflicts.py --jitter`` prints
+robust standard deviation of 1-2.5 % of the box width (horizontally) and of its height (vertically)
+from frame to frame, 0.24-0.7 px in all (``tools/eval_conflicts.py --jitter`` prints
 the table). The image noise is ``sigma_px = measurement_noise_px + measurement_noise_box_frac * size``
 (width for x, height for y), mapped to the ground through the homography's Jacobian at the point
-(``R = J diag(sigma^2) J^T``): a 20-px box 100 m away is uncertain by metres, a large one near the camera by
-centimetres. The footprint model adds ``footprint_offset_frac * s`` along ``u`` (a real car is not the
-class's typical size). Each track carries ``position_std_m``: the filter's position uncertainty plus that
-systematic part, in metres (the largest axis); conflict detection refuses pairs whose gap lies within it.
+(``R = J diag(sigma^2) J^T``): a 20-px box where a pixel spans 0.7 m is uncertain by about a metre, a
+large one near the camera by centimetres. The footprint model adds ``footprint_offset_frac * s`` along
+``u`` (a real car is not the class's typical size). Each track carries ``position_std_m``: the filter's
+position uncertainty plus that systematic part, in metres (the largest axis); conflict detection refuses
+pairs whose gap lies within it.
 
 Filter
 ------
