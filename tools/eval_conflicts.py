@@ -196,7 +196,6 @@ def radeberg(shared: Path, tolerance_s: float) -> dict[str, object]:
 
 def jitter(shared: Path) -> list[dict[str, float | int | str]]:
     """Robust std of a box bottom-centre's deviation from a local quadratic fit, by box size quintile."""
-    from edge.detect import Detector as _Detector
     from edge.source import FileSource
     from edge.track import ByteTracker
 
@@ -204,7 +203,7 @@ def jitter(shared: Path) -> list[dict[str, float | int | str]]:
     for name in ("highway-overpass", "highway-cctv", "carpark", "otc-cars-cyclist", "otc-cars-truck", "crash-cctv"):
         rel_video, config_name, _ = CASES[name]
         config = with_clips(load_config(REPO / "config" / config_name), shared / "models", False)
-        detector = _Detector(config.detector)
+        detector = Detector(config.detector)
         tracker = ByteTracker(config.tracker)
         boxes: dict[int, list[tuple[int, float, float, float, float]]] = defaultdict(list)
         with FileSource(shared / rel_video, fit_px=detector.input_size_px) as source:

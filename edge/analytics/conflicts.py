@@ -125,7 +125,6 @@ class _Encounter:
     run_speeds: tuple[float, float] = (0.0, 0.0)
     # the best run so far, and the minimum evidenced TTC (the time to accident)
     exposed_s: float = 0.0
-    exposed_frames: int = 0
     qualified: bool = False
     collision: bool = False
     min_ttc: float = math.inf
@@ -265,12 +264,12 @@ class ConflictDetector:
         enc.run_frames += 1
         run_s = t - enc.run_start_t
         if run_s >= enc.exposed_s:
-            enc.exposed_s, enc.exposed_frames = run_s, max(enc.exposed_frames, enc.run_frames)
+            enc.exposed_s = run_s
         if run_s >= cfg.min_exposure_s and enc.run_frames >= cfg.min_exposure_frames:
             enc.qualified = True
-        if t - enc.run_start_t >= _DECEL_MIN_S:
+        if run_s >= _DECEL_MIN_S:
             for k in (0, 1):
-                rate = (enc.run_speeds[k] - speeds[k]) / (t - enc.run_start_t)
+                rate = (enc.run_speeds[k] - speeds[k]) / run_s
                 enc.decel[k] = max(enc.decel[k], rate)
             enc.decel_measured = True
         if ttc < enc.min_ttc:

@@ -231,7 +231,6 @@ class _TrackState:
     history: deque[tuple[float, float, float]] | None = None
     outliers_in_row: int = 0
     inconsistent_until: float = -math.inf
-    systematic_m: float = 0.0  # the footprint model's share of the position uncertainty (m)
     yaw_rate: float = 0.0  # rad/s, exponentially smoothed
     yaw_t: float = math.nan  # time of the heading the yaw rate was last updated from
 
@@ -418,7 +417,6 @@ class GroundKinematics:
                 else:
                     st.outliers_in_row = 0
                     st.observations += 1
-            st.systematic_m = float(bias[i])
             speed_i = math.hypot(mean[i, 2], mean[i, 3])
             st_valid = st.observations >= _MIN_OBSERVATIONS and t_s - st.first_t >= cfg.velocity_settle_s
             if st_valid:
