@@ -529,6 +529,21 @@ class ConflictConfig(StrictModel):
     encounter_gap_s: float = Field(
         1.0, gt=0, le=10, description="An encounter ends when the pair has not been close for this long."
     )
+    impact_closing_speed_mps: float = Field(
+        5.0, gt=0, le=50,
+        description="A collision seen without a sustained lead-up (a road user that enters the view just before "
+        "the crash): footprints touching within gap_sigmas of their uncertainty while closing at least this fast "
+        "(and faster than closing_sigmas velocity standard deviations), ...",
+    )
+    impact_min_track_age_s: float = Field(
+        0.3, ge=0, le=30,
+        description="... the faster road user tracked at least this long, located within max_position_std_m, ...",
+    )
+    impact_confirm_s: float = Field(
+        0.5, gt=0, le=5,
+        description="... and within this time after the contact its motion breaks: a measurement fails the "
+        "innovation gate, the track ends, or it loses half its speed. Passing close by does none of these.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ConflictConfig:

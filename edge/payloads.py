@@ -156,7 +156,8 @@ class NearMissEvent(Payload):
     evasive_deceleration_mps2: float | None = Field(
         None, description="Largest speed drop rate of either road user during the conflict, m/s^2 (evasive action)."
     )
-    collision: bool = Field(False, description="The footprints overlapped after a sustained collision course.")
+    collision: bool = Field(False, description="A collision: the footprints overlapped after a sustained collision "
+                            "course, or touched while closing fast and the striking road user's motion then broke.")
     location_m: tuple[int, int] = Field(
         description="Where it happened in the camera's local ground frame, rounded to the metre."
     )

@@ -179,7 +179,8 @@ class CameraPipeline:
             x.movements.add(self.movements.update_tracks(tracks, frame.t_s))
         if self.kinematics is None:
             return []
-        ground = self.kinematics.update(tracks, frame.t_s)
+        size = frame.source_size or (frame.image.shape[1], frame.image.shape[0])  # the boxes' pixels
+        ground = self.kinematics.update(tracks, frame.t_s, size)
         if x.speeds is not None:
             x.speeds.add(crossings, ground)
         if self.conflicts is None:

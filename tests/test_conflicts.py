@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -110,7 +111,7 @@ def test_encounters_are_freed_when_tracks_end() -> None:
 # --------------------------------------------------------------------------- evidence, on ground states
 def ground(t: float, rows: list[tuple[int, int, tuple[float, float], tuple[float, float]]], *,
            std_m: float = 0.05, age_s: float = 5.0, yaw_rps: float = 0.0,
-           consistent: bool = True) -> GroundTracks:
+           consistent: bool = True, at_border: bool = False) -> GroundTracks:
     """Ground states as the kinematics would give them: rows of (id, class, (x, y), (vx, vy))."""
     n = len(rows)
     v = np.array([r[3] for r in rows], np.float64).reshape(n, 2)
@@ -124,7 +125,7 @@ def ground(t: float, rows: list[tuple[int, int, tuple[float, float], tuple[float
         length_m=np.array([FOOTPRINT_SIZES[ROAD_USER_CLASSES[c]].length_m for c in cls]),
         width_m=np.array([FOOTPRINT_SIZES[ROAD_USER_CLASSES[c]].width_m for c in cls]),
         position_std_m=np.full(n, std_m), velocity_std_mps=np.full(n, 0.1), age_s=np.full(n, age_s),
-        consistent=np.full(n, consistent), yaw_rate_rps=np.full(n, yaw_rps),
+        consistent=np.full(n, consistent), yaw_rate_rps=np.full(n, yaw_rps), at_border=np.full(n, at_border),
     )
 
 
@@ -215,6 +216,39 @@ def test_severity_rises_with_the_conflicting_speed() -> None:
     assert fast.severity == "high" and fast.conflicting_speed_mps == 15.0
     assert slow.severity == "medium" and slow.conflicting_speed_mps == 3.0
     assert fast.ttc_s is not None and slow.ttc_s is not None and abs(fast.ttc_s - slow.ttc_s) < 0.1
+
+
+def impact_frames(after: str, at_border: bool = False) -> list[GroundTracks]:
+    """A car (1) westbound at 15 m/s, tracked for seconds, and a car (2) northbound at 8 m/s that enters the
+    view at t = 1.2 s, 0.3 s before their sides touch at t = 1.5 s (too young for any TTC evidence).
+    ``after`` the contact: "stops" (1 is stopped dead, its measurements fail the gate), or "drives_on"."""
+    frames = []
+    for f in range(int(2.5 * FPS)):
+        t = f / FPS
+        hit = after == "stops" and t > 1.5
+        x1, v1 = (0.0, (0.0, 0.0)) if hit else (22.5 - 15 * t, (-15.0, 0.0))
+        rows = [(1, CAR, (x1, 0.0), v1)]
+        if t >= 1.2:
+            y2, v2 = (-3.15, (0.0, 0.0)) if hit else (-3.15 + 8 * (t - 1.5), (0.0, 8.0))
+            rows.append((2, CAR, (0.0, y2), v2))
+        g = ground(t, rows, at_border=at_border)
+        young = g.tracker_id == 2
+        frames.append(replace(g, age_s=np.where(young, t - 1.2, 5.0), velocity_std_mps=np.where(young, 3.0, 0.2),
+                              consistent=~(g.tracker_id == 1) | (not hit or t < 1.65)))
+    return frames
+
+
+def test_an_impact_without_a_lead_up_is_a_high_severity_collision() -> None:
+    (e,) = detect(impact_frames("stops"))
+    assert e.collision and e.severity == "high"
+    assert e.ttc_s is None and e.time_exposed_s == 0.0  # no sustained lead-up: the impact is the evidence
+    assert 1.35 <= e.t_s <= 1.5 and e.conflicting_speed_mps == 15.0
+    assert e.conflict_type == "crossing" and e.classes == ("car", "car")
+
+
+def test_touching_without_the_motion_breaking_or_at_the_image_border_is_no_impact() -> None:
+    assert detect(impact_frames("drives_on")) == []  # a close pass: both keep their motion
+    assert detect(impact_frames("stops", at_border=True)) == []  # cut boxes: jumps of the view, not of the road
 
 
 # ------------------------------------------------------------------------------------------ real data

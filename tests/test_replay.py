@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import EdgeConfig, MotionGatingConfig
+from edge.clips.store import ClipStore
+from edge.config import ClipsConfig, EdgeConfig, MotionGatingConfig
 from edge.detect import Detector
-from edge.payloads import WindowMetrics
+from edge.payloads import NearMissEvent, WindowMetrics
 from edge.replay import replay
 from edge.types import MOTOR_VEHICLE_CLASSES
+from tests.clip_helpers import probe_streams
 from tests.conftest import REPO, repo_config, shared_path
 
 
@@ -142,3 +144,31 @@ def test_calibrated_motorway_cctv_raises_no_false_near_miss(model_dir: Path, tmp
     assert (tmp_path / "speeds.jsonl").read_text()  # the ground plane ran
     assert (tmp_path / "events.jsonl").read_text() == ""
     assert summary.events == {}
+
+
+def test_the_real_crash_is_one_high_severity_collision_with_a_clip_of_the_impact(model_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """The one real collision in the shared footage: a white SUV crossing from the right hits the side of a
+    car coming up from the bottom-left; first contact at t = 1.9 s (frame 57; tools/labels/crash-cctv.csv).
+    The car enters the view 0.1 s before, too late for a mature track and any TTC evidence: the impact rule
+    (contact while closing fast, then the striker's motion breaks) must catch it, and raise nothing else."""
+    config = repo_config("crash-cctv.yaml", model_dir)
+    config = config.model_copy(update={"clips": ClipsConfig(enabled=True, pre_roll_s=2.0, post_roll_s=2.0)})
+    start = datetime(2026, 1, 9, 22, 0, tzinfo=UTC)
+    video = shared_path("footage/crash-cctv/night-intersection-crash.mp4")
+    replay(video, config, Detector(config.detector), tmp_path, start_time=start)
+    (line,) = (tmp_path / "events.jsonl").read_text().splitlines()
+    event = NearMissEvent.model_validate_json(line)
+    assert event.severity == "high" and event.collision
+    assert event.road_users == ("car", "car") and not event.vulnerable
+    t_s = (datetime.fromisoformat(event.time.replace("Z", "+00:00")) - start).total_seconds()
+    assert 1.5 <= t_s <= 2.3
+    store = ClipStore(tmp_path / "clips", retention_days=1, max_bytes=10**9)
+    try:
+        (clip,) = store.records()
+    finally:
+        store.close()
+    assert clip.id == event.clip and event.msg_id in clip.event_ids
+    impact_utc_s = start.timestamp() + 1.9
+    assert clip.start_utc_s <= impact_utc_s - 1.0 and clip.end_utc_s >= impact_utc_s + 0.4  # the impact, in full
+    assert "audio" in probe_streams(video) and probe_streams(tmp_path / "clips" / clip.file) == ["video"]

@@ -35,7 +35,7 @@ def _ground(ids: list[int], speeds: list[float], valid: list[bool]) -> GroundTra
         velocity_mps=v, heading=np.tile([1.0, 0.0], (n, 1)), speed_mps=np.array(speeds, np.float64),
         stationary=np.zeros(n, bool), valid=np.array(valid), length_m=np.ones(n), width_m=np.ones(n),
         position_std_m=np.full(n, 0.1), velocity_std_mps=np.full(n, 0.1), age_s=np.full(n, 2.0),
-        consistent=np.ones(n, bool), yaw_rate_rps=np.zeros(n),
+        consistent=np.ones(n, bool), yaw_rate_rps=np.zeros(n), at_border=np.zeros(n, bool),
     )
 
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, cast
 
@@ -148,8 +148,10 @@ def run_clip(name: str, shared: Path, tolerance_s: float, clips: bool) -> ClipRe
         raise SystemExit(f"config/{config_name} has no calibration: near-misses need the ground plane")
     labels = read_labels(LABELS / labels_name)
     with tempfile.TemporaryDirectory() as out:
-        summary = replay(video, config, Detector(config.detector), Path(out))
-        origin = config.windows.origin.timestamp()
+        # any date after the pre-roll: clip ids are named by their start instant
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        summary = replay(video, config, Detector(config.detector), Path(out), start_time=start)
+        origin = start.timestamp()
         events = []
         for line in (Path(out) / "events.jsonl").read_text(encoding="utf-8").splitlines():
             e = json.loads(line)

@@ -26,6 +26,17 @@ frame's minimum. Footprints that overlap while such a run is under way are a *co
 A conflict found by PET alone (paths crossing at 30 deg or more, the later road user moving) needs both
 tracks mature and consistent too.
 
+An *impact* is a collision without that lead-up: a crash often comes within a second of the victim entering
+the view, too soon for a mature track. It needs evidence of its own, physical rather than statistical: the
+footprints touch (within ``gap_sigmas`` of their uncertainty, now or within ``_CONTACT_S``) while closing at
+``impact_closing_speed_mps`` or more (and faster than ``closing_sigmas`` combined velocity standard
+deviations), the faster road user (the striker) tracked for ``impact_min_track_age_s``, consistent and moving
+faster than ``closing_sigmas`` of its own velocity uncertainty, both located within ``max_position_std_m``;
+and then, within ``impact_confirm_s``, the striker's motion breaks: a measurement fails the innovation gate,
+its track ends, or it has lost half its speed. Road users that only pass close by (adjacent lanes, a box
+merge in an occlusion) keep their motion; a static false detection (a gantry sign seen as a bus) is far up
+the image and so located by metres, not within one.
+
 Measures on the event:
 
 * ``ttc_s`` is the time to accident (TA) of the Swedish Traffic Conflict Technique (Hyden 1987; Laureshyn
@@ -50,7 +61,7 @@ conflict types by heading angle as in FHWA SSAM v2 (Gettman et al. 2008): rear-e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import numpy as np
@@ -89,6 +100,22 @@ _MIN_SIZE_M: Final = 0.1
 _YAW_STRAIGHT_RPS: Final = 0.05
 #: Time step (s) of the constant-turn-rate check.
 _TURN_STEP_S: Final = 0.05
+#: Footprints that will touch within this time (s) are in contact (one frame at 10 fps).
+_CONTACT_S: Final = 0.1
+#: Road users farther apart than this (centre to centre, m) cannot touch (two buses end to end).
+_CONTACT_RANGE_M: Final = 25.0
+#: An impact's striker that keeps less than this part of its speed at contact has been stopped by it.
+_IMPACT_SPEED_KEPT: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Moment:
+    """How a pair stood at one instant: the values an event reports."""
+
+    t_s: float
+    speeds: tuple[float, float]
+    headings: tuple[tuple[float, float], tuple[float, float]]
+    location: tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +156,13 @@ class _Encounter:
     collision: bool = False
     min_ttc: float = math.inf
     max_drac: float = 0.0
-    t_min: float = 0.0
-    speeds: tuple[float, float] = (0.0, 0.0)
-    headings: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 0.0), (1.0, 0.0))
-    location: tuple[float, float] = (0.0, 0.0)
+    at_min: _Moment | None = None  # the moment of the time to accident
+    # an impact: a contact waiting for the striker's motion to break, then confirmed
+    contact: _Moment | None = None
+    striker: int = -1
+    striker_speed: float = 0.0
+    striker_clear: bool = True
+    impact: _Moment | None = None
     decel: list[float] = field(default_factory=lambda: [0.0, 0.0])
     decel_measured: bool = False
     sizes: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 1.0), (1.0, 1.0))
@@ -160,7 +190,9 @@ class ConflictDetector:
     def update(self, ground: GroundTracks, ended_ids: tuple[int, ...] = ()) -> list[NearMiss]:
         t = ground.t_s
         self._evaluate(ground)
+        self._contacts(ground)
         ended = set(ended_ids)
+        self._confirm_impacts(ground, ended)
         events = []
         for key, enc in list(self._encounters.items()):
             if key[0] in ended or key[1] in ended or t - enc.last_seen_t > self.config.encounter_gap_s:
@@ -209,6 +241,66 @@ class ConflictDetector:
         for k in range(len(i)):
             self._observe(g, int(i[k]), int(j[k]), float(ttc[k]), float(drac[k]), bool(tells[k]))
 
+    def _contacts(self, g: GroundTracks) -> None:
+        """Pairs whose footprints touch within their uncertainty while closing fast: impacts to confirm."""
+        cfg = self.config
+        self._follow_strikers(g)
+        # a box cut by the image border is not where its road user stands, nor does its motion break there
+        idx = np.flatnonzero((g.position_std_m <= cfg.max_position_std_m) & ~g.at_border)
+        if len(idx) < 2:
+            return
+        pairs = cKDTree(g.xy_m[idx]).query_pairs(_CONTACT_RANGE_M, output_type="ndarray")
+        if len(pairs) == 0:
+            return
+        i, j = idx[pairs[:, 0]], idx[pairs[:, 1]]
+        striker = (g.consistent & (g.age_s >= cfg.impact_min_track_age_s)
+                   & (g.speed_mps >= cfg.impact_closing_speed_mps)
+                   & (g.speed_mps > cfg.closing_sigmas * g.velocity_std_mps))
+        keep = striker[i] | striker[j]
+        i, j = i[keep], j[keep]
+        gap = g.xy_m[j] - g.xy_m[i]
+        closing = (np.einsum("ij,ij->i", g.velocity_mps[i] - g.velocity_mps[j], gap)
+                   / np.maximum(np.hypot(gap[:, 0], gap[:, 1]), 1e-9))
+        rel_std = np.hypot(g.velocity_std_mps[i], g.velocity_std_mps[j])
+        keep = (closing >= cfg.impact_closing_speed_mps) & (closing > cfg.closing_sigmas * rel_std)
+        i, j = i[keep], j[keep]
+        if len(i) == 0:
+            return
+        # a young track's heading is not known yet: its footprint points where it moves
+        oriented = replace(g, heading=_headings_or_motion(g))
+        ttc, _ = self._ttc(oriented, i, j, -cfg.gap_sigmas * g.position_std_m)
+        for k in np.flatnonzero(ttc <= _CONTACT_S).tolist():
+            enc, a, b = self._encounter(g, int(i[k]), int(j[k]))
+            if enc.contact is None and enc.impact is None:
+                s = a if striker[a] and (not striker[b] or g.speed_mps[a] >= g.speed_mps[b]) else b
+                enc.contact = _moment(g, a, b)
+                enc.striker, enc.striker_speed = int(g.tracker_id[s]), float(g.speed_mps[s])
+                enc.striker_clear = True
+
+    def _follow_strikers(self, g: GroundTracks) -> None:
+        """Whether each pending contact's striker is, at its latest sighting, clear of the image border."""
+        for enc in self._encounters.values():
+            if enc.contact is not None and (row := g.index_of(enc.striker)) is not None:
+                enc.striker_clear = not bool(g.at_border[row])
+
+    def _confirm_impacts(self, g: GroundTracks, ended: set[int]) -> None:
+        """A contact is an impact once the striker's motion breaks within ``impact_confirm_s``, clear of the
+        image border (where a box is cut, its jumps and its end are those of the view, not of the road user)."""
+        for enc in self._encounters.values():
+            if enc.contact is None:
+                continue
+            if g.t_s - enc.contact.t_s > self.config.impact_confirm_s:
+                enc.contact = None  # the striker drove on: a close pass, not a crash
+                continue
+            row = g.index_of(enc.striker)
+            if row is None:
+                broke = enc.striker in ended and enc.striker_clear
+            else:
+                broke = not g.at_border[row] and (not g.consistent[row]
+                                                  or g.speed_mps[row] < _IMPACT_SPEED_KEPT * enc.striker_speed)
+            if broke:
+                enc.impact, enc.contact = enc.contact, None
+
     def _ttc(self, g: GroundTracks, i: npt.NDArray[np.int64], j: npt.NDArray[np.int64],
              shrink_m: F64) -> tuple[F64, F64]:
         """TTC and DRAC of pairs ``(i, j)`` with each footprint shrunk by ``shrink_m[row]`` per side."""
@@ -234,17 +326,23 @@ class ConflictDetector:
             drac[d] = drac_mps2(sa, va, sb, vb, horizon)
         return ttc, drac
 
-    def _observe(self, g: GroundTracks, i: int, j: int, ttc: float, drac: float, tells: bool) -> None:
-        cfg = self.config
+    def _encounter(self, g: GroundTracks, i: int, j: int) -> tuple[_Encounter, int, int]:
+        """The open encounter of rows ``i`` and ``j`` (opened now if new), and the rows in its order."""
         a, b = int(g.tracker_id[i]), int(g.tracker_id[j])
         if a > b:
             a, b, i, j = b, a, j, i
-        t = g.t_s
         enc = self._encounters.get((a, b))
         if enc is None:
-            enc = _Encounter(a, b, (int(g.class_id[i]), int(g.class_id[j])), t)
+            enc = _Encounter(a, b, (int(g.class_id[i]), int(g.class_id[j])), g.t_s)
             self._encounters[(a, b)] = enc
-        enc.last_seen_t = t
+        enc.last_seen_t = g.t_s
+        return enc, i, j
+
+    def _observe(self, g: GroundTracks, i: int, j: int, ttc: float, drac: float, tells: bool) -> None:
+        cfg = self.config
+        t = g.t_s
+        enc, i, j = self._encounter(g, i, j)
+        a, b = enc.a, enc.b
         enc.paths = [self.kinematics.history(a), self.kinematics.history(b)]
         enc.sizes = ((float(g.length_m[i]), float(g.width_m[i])), (float(g.length_m[j]), float(g.width_m[j])))
         speeds = (float(g.speed_mps[i]), float(g.speed_mps[j]))
@@ -273,57 +371,59 @@ class ConflictDetector:
                 enc.decel[k] = max(enc.decel[k], rate)
             enc.decel_measured = True
         if ttc < enc.min_ttc:
-            enc.min_ttc, enc.t_min = ttc, t
+            enc.min_ttc = ttc
             enc.max_drac = max(enc.max_drac, drac)
-            enc.speeds = speeds
-            enc.headings = (_heading(g, i), _heading(g, j))
-            mid = (g.xy_m[i] + g.xy_m[j]) / 2
-            enc.location = (float(mid[0]), float(mid[1]))
+            enc.at_min = _moment(g, i, j)
 
     def _close(self, enc: _Encounter) -> NearMiss | None:
         cfg = self.config
-        ttc_hit = enc.qualified and enc.min_ttc <= cfg.ttc_threshold_s
+        ttc_hit = enc.qualified and enc.min_ttc <= cfg.ttc_threshold_s and enc.at_min is not None
         pet = None
         pa, pb = enc.paths
         if len(pa) >= 2 and len(pb) >= 2:
             pet = pet_s(pa, pb, size_a_m=_square_if_disc(enc.sizes[0], enc.classes[0]),
                         size_b_m=_square_if_disc(enc.sizes[1], enc.classes[1]))
         pet_hit = pet is not None and pet <= cfg.pet_threshold_s and self._pet_evidence(pa, pb)
-        if not (ttc_hit or pet_hit):
+        if not (ttc_hit or pet_hit or enc.impact is not None):
             return None
-        if ttc_hit:
-            ta = enc.min_ttc
-            decel = tuple(enc.decel) if enc.decel_measured else None
-            evasive = (int(np.argmax(decel)) if decel is not None and max(decel) >= _EVASIVE_MIN_MPS2
-                       else int(np.argmax(enc.speeds)))
-            cs = enc.speeds[evasive]
-            serious = enc.collision or tct_serious(ta, cs, cfg.serious_deceleration_mps2)
-            severity = "high" if serious else "medium" if ta <= cfg.medium_ta_s else "low"
-            t = enc.t_min
-        else:  # a PET-only conflict: take where and how the paths crossed from the last samples
-            enc.speeds = (_path_speed(pa), _path_speed(pb))
-            enc.headings = (_path_heading(pa), _path_heading(pb))
-            enc.location = _path_meeting(pa, pb)
-            decel, cs = None, None
-            severity = "medium" if pet is not None and pet <= cfg.medium_ta_s else "low"
-            t = enc.last_seen_t
+        decel = tuple(enc.decel) if ttc_hit and enc.decel_measured else None
+        moment, severity, cs = self._severity(enc, ttc_hit, pet, decel)
         return NearMiss(
-            t_s=t,
+            t_s=moment.t_s,
             ttc_s=round(enc.min_ttc, 3) if ttc_hit else None,
             pet_s=round(pet, 3) if pet is not None else None,
             drac_mps2=round(enc.max_drac, 3) if ttc_hit and math.isfinite(enc.max_drac) else None,
-            conflict_type=conflict_type(enc.headings[0], enc.headings[1]),
+            conflict_type=conflict_type(*moment.headings),
             severity=severity,
             classes=(ROAD_USER_CLASSES[enc.classes[0]], ROAD_USER_CLASSES[enc.classes[1]]),
-            speeds_mps=(round(enc.speeds[0], 2), round(enc.speeds[1], 2)),
+            speeds_mps=(round(moment.speeds[0], 2), round(moment.speeds[1], 2)),
             vulnerable=bool(VULNERABLE & set(enc.classes)),
-            location_m=(float(round(enc.location[0])), float(round(enc.location[1]))),
+            location_m=(float(round(moment.location[0])), float(round(moment.location[1]))),
             tracker_ids=(enc.a, enc.b),
             conflicting_speed_mps=round(cs, 2) if cs is not None else None,
             evasive_deceleration_mps2=round(max(decel), 2) if decel is not None else None,
             time_exposed_s=round(enc.exposed_s, 3) if ttc_hit else 0.0,
-            collision=enc.collision,
+            collision=enc.collision or enc.impact is not None,
         )
+
+    def _severity(self, enc: _Encounter, ttc_hit: bool, pet: float | None,
+                  decel: tuple[float, ...] | None) -> tuple[_Moment, str, float | None]:
+        """The moment an event reports, its severity and its conflicting speed (TCT)."""
+        cfg = self.config
+        if ttc_hit and enc.at_min is not None:
+            m, ta = enc.at_min, enc.min_ttc
+            evasive = (int(np.argmax(decel)) if decel is not None and max(decel) >= _EVASIVE_MIN_MPS2
+                       else int(np.argmax(m.speeds)))
+            cs = m.speeds[evasive]
+            serious = (enc.collision or enc.impact is not None
+                       or tct_serious(ta, cs, cfg.serious_deceleration_mps2))
+            return m, "high" if serious else "medium" if ta <= cfg.medium_ta_s else "low", cs
+        if enc.impact is not None:  # a collision without a sustained lead-up: the striker's speed at contact
+            return enc.impact, "high", enc.striker_speed
+        pa, pb = enc.paths  # a PET-only conflict: where and how the paths crossed, from the last samples
+        m = _Moment(enc.last_seen_t, (_path_speed(pa), _path_speed(pb)), (_path_heading(pa), _path_heading(pb)),
+                    _path_meeting(pa, pb))
+        return m, "medium" if pet is not None and pet <= cfg.medium_ta_s else "low", None
 
     def _pet_evidence(self, pa: F64, pb: F64) -> bool:
         """PET needs crossing paths (not one road user following another) and the later one moving."""
@@ -366,6 +466,22 @@ def _collides_turning(g: GroundTracks, i: npt.NDArray[np.int64], j: npt.NDArray[
     overlap = ttc_batch(a, still, b, still) < 0  # at rest: -1 exactly when overlapping at that instant
     hit: npt.NDArray[np.bool_] = np.asarray(np.asarray(overlap).reshape(k, n).any(axis=0), dtype=bool)
     return hit
+
+
+def _moment(g: GroundTracks, i: int, j: int) -> _Moment:
+    mid = (g.xy_m[i] + g.xy_m[j]) / 2
+    return _Moment(g.t_s, (float(g.speed_mps[i]), float(g.speed_mps[j])), (_heading(g, i), _heading(g, j)),
+                   (float(mid[0]), float(mid[1])))
+
+
+def _headings_or_motion(g: GroundTracks) -> F64:
+    """Each track's heading; where it is not known yet, the direction it moves in (else along x)."""
+    heading = g.heading.copy()
+    unknown = ~np.isfinite(heading).all(axis=1)
+    v = g.velocity_mps[unknown]
+    speed = np.hypot(v[:, 0], v[:, 1])[:, None]
+    heading[unknown] = np.where(speed > 0, v / np.maximum(speed, 1e-12), [1.0, 0.0])
+    return heading
 
 
 def _shape(g: GroundTracks, row: int, length_m: float, width_m: float) -> Footprint | Disc:

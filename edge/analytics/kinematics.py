@@ -77,6 +77,7 @@ from edge.geometry import Calibration
 from edge.types import F64, ROAD_USER_CLASSES, BoolArray, IntArray, Tracks
 
 __all__ = [
+    "BORDER_FRAC",
     "FOOTPRINT_LENGTHS_M",
     "FOOTPRINT_SIZES",
     "INITIAL_SPEED_STD_MPS",
@@ -93,6 +94,9 @@ _MEASUREMENT_FLOOR_M: Final = 0.02
 _MIN_OBSERVATIONS: Final = 3
 #: Chi-square 99.9 % point for 2 degrees of freedom: a position this unlikely under the filter is not used.
 INNOVATION_GATE_CHI2: Final = 13.82
+#: A box within this fraction of the image's width (height) of its left or right (top or bottom) edge is cut by
+#: it, or about to be (10 px at 1920): its bottom-centre is not the road user's.
+BORDER_FRAC: Final = 0.005
 _RESTART_AFTER_OUTLIERS: Final = 3
 #: Yaw rate: smoothed over this time constant (s), only from headings at this speed (m/s) or more, and
 #: capped (rad/s; a car turning at 10 m/s on a 10 m radius turns at 1 rad/s).
@@ -154,7 +158,9 @@ class GroundTracks:
     standard deviation along the most uncertain axis, ``age_s (N,)`` time since the track's state started,
     ``consistent (N,)`` false while a recent measurement failed the innovation gate (a box merge, split
     or cut), ``yaw_rate_rps (N,)`` the smoothed rate of turn of the heading (rad/s, 0 below
-    ``_YAW_MIN_SPEED_MPS``, where headings are noise). Internal only: tracker ids and positions never leave the device.
+    ``_YAW_MIN_SPEED_MPS``, where headings are noise), ``at_border (N,)`` true while the box touches the image
+border (cut by it: its bottom-centre is not the road user's; always false for ground positions given
+directly). Internal only: tracker ids and positions never leave the device.
     """
 
     t_s: float
@@ -173,11 +179,12 @@ class GroundTracks:
     age_s: F64
     consistent: BoolArray
     yaw_rate_rps: F64
+    at_border: BoolArray
 
     def __post_init__(self) -> None:
         n = len(self.tracker_id)
         for name in ("tracker_id", "class_id", "speed_mps", "stationary", "valid", "length_m", "width_m",
-                     "position_std_m", "velocity_std_mps", "age_s", "consistent", "yaw_rate_rps"):
+                     "position_std_m", "velocity_std_mps", "age_s", "consistent", "yaw_rate_rps", "at_border"):
             _check(name, getattr(self, name), (n,))
         for name in ("xy_m", "velocity_mps", "heading"):
             _check(name, getattr(self, name), (n, 2))
@@ -206,7 +213,7 @@ class GroundTracks:
         z2, z1 = np.zeros((0, 2)), np.zeros((0,))
         zi, zb = np.zeros((0,), np.int64), np.zeros((0,), np.bool_)
         return cls(t_s, zi, zi.copy(), z2, z2.copy(), z2.copy(), z1, zb, zb.copy(), z1.copy(), z1.copy(),
-                   z1.copy(), z1.copy(), z1.copy(), zb.copy(), z1.copy())
+                   z1.copy(), z1.copy(), z1.copy(), zb.copy(), z1.copy(), zb.copy())
 
     def index_of(self, tracker_id: int) -> int | None:
         """Row of ``tracker_id``, or None when that track was not observed on this frame."""
@@ -287,10 +294,11 @@ class GroundKinematics:
         s = np.where(known, half_l * along + half_w * across, (half_l + half_w) / 2)
         return np.where(cls == _PERSON, half_w, s)
 
-    def update(self, tracks: Tracks, t_s: float) -> GroundTracks:
+    def update(self, tracks: Tracks, t_s: float, image_size_px: tuple[int, int] | None = None) -> GroundTracks:
         """Footprint centres of the tracks' boxes on the ground, filtered; frees state of ``tracks.ended_ids``.
 
-        Tracks whose bottom-centre is at or above the horizon (no ground position) are left out.
+        Tracks whose bottom-centre is at or above the horizon (no ground position) are left out. With the
+        image's ``(width, height)``, boxes within ``BORDER_FRAC`` of its edges are flagged ``at_border``.
         """
         if self.calibration is None:
             raise ValueError("GroundKinematics.update needs a calibration; use update_ground for ground positions")
@@ -311,8 +319,13 @@ class GroundKinematics:
             [box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]], axis=1)
         j = jac[ok]
         pixel_cov = j @ (sigma_px[:, :, None] * np.eye(2)[None] * sigma_px[:, None, :]) @ j.transpose(0, 2, 1)
-        return self.update_ground(ids, classes, ground[ok], t_s, tracks.ended_ids, measurement_cov=pixel_cov,
-                                  offset_m=offset[:, None] * away, systematic_m=cfg.footprint_offset_frac * offset)
+        out = self.update_ground(ids, classes, ground[ok], t_s, tracks.ended_ids, measurement_cov=pixel_cov,
+                                 offset_m=offset[:, None] * away, systematic_m=cfg.footprint_offset_frac * offset)
+        if image_size_px is not None:
+            w, h = image_size_px
+            mx, my = BORDER_FRAC * w, BORDER_FRAC * h
+            out.at_border[:] = ((box[:, 0] <= mx) | (box[:, 1] <= my) | (box[:, 2] >= w - mx) | (box[:, 3] >= h - my))
+        return out
 
     def update_ground(
         self,
@@ -456,6 +469,7 @@ class GroundKinematics:
             age_s=age,
             consistent=consistent,
             yaw_rate_rps=yaw,
+            at_border=np.zeros(n, dtype=bool),
         )
 
     @staticmethod
