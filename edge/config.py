@@ -204,6 +204,16 @@ class TrackerConfig(StrictModel):
 DIRECTION_NAME = r"^[A-Za-z0-9_.-]{1,32}$"
 
 
+def default_direction_names(points: tuple[tuple[float, float], ...]) -> tuple[str, str]:
+    """Names from the line's overall orientation: the normal towards the left side picks up/down/left/right."""
+    dx = points[-1][0] - points[0][0]
+    dy = points[-1][1] - points[0][1]
+    nx, ny = dy, -dx  # normal pointing to the left side (y down)
+    if abs(ny) >= abs(nx):
+        return ("up", "down") if ny < 0 else ("down", "up")
+    return ("left", "right") if nx < 0 else ("right", "left")
+
+
 class LineConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Line name used in metrics.")
     points_px: tuple[Point, ...] = Field(
@@ -581,7 +591,6 @@ class CameraConfig(StrictModel):
 
     @model_validator(mode="after")
     def _records_fit(self) -> CameraConfig:
-        from edge.analytics.lines import default_direction_names
         from edge.payloads import MAX_PAYLOAD_BYTES, worst_case_window_bytes
 
         lines = [(line.name, line.directions or default_direction_names(line.points_px)) for line in self.lines]

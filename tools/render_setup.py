@@ -122,7 +122,7 @@ def draw_reference_points(img: Image, cal: Calibration) -> None:
 
 
 def draw_lines(img: Image, camera: CameraConfig) -> None:
-    from edge.analytics.lines import default_direction_names
+    from edge.config import default_direction_names
 
     for line in camera.lines:
         pts = np.array(line.points_px, np.float64)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from edge.config import LineConfig
+from edge.config import LineConfig, default_direction_names
 from edge.types import Tracks, bottom_centres
 
 Vec = npt.NDArray[np.float64]
@@ -34,16 +34,6 @@ class Crossing:
     class_id: int
     tracker_id: int
     t_s: float
-
-
-def default_direction_names(points: tuple[tuple[float, float], ...]) -> tuple[str, str]:
-    """Names from the line's overall orientation: the normal towards the left side picks up/down/left/right."""
-    dx = points[-1][0] - points[0][0]
-    dy = points[-1][1] - points[0][1]
-    nx, ny = dy, -dx  # normal pointing to the left side (y down)
-    if abs(ny) >= abs(nx):
-        return ("up", "down") if ny < 0 else ("down", "up")
-    return ("left", "right") if nx < 0 else ("right", "left")
 
 
 def _cross(a: Vec, b: Vec) -> float:
