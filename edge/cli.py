@@ -18,8 +18,11 @@ log = logging.getLogger("edge")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from edge.prepare import prepare
+
     try:
         config = load_config(args.config)
+        prepare(config)  # the same start-up checks as run and replay: calibrations, clip key, model file
     except ConfigError as exc:
         print(f"INVALID {exc}", file=sys.stderr)
         return 1
@@ -41,6 +44,7 @@ def _parse_time(text: str) -> datetime:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from edge.attest import disable_core_dumps
     from edge.detect import Detector
+    from edge.prepare import prepare
     from edge.replay import format_summary, replay
 
     disable_core_dumps()  # a core dump could hold frames (P2)
@@ -49,6 +53,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"detector": config.detector.model_copy(update={"model_dir": args.model_dir})}
         )
+    prepare(config)
     detector = Detector(config.detector)
     publisher = None
     if args.mqtt is not None or args.publish:
@@ -86,9 +91,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from edge.detect import Detector
+    from edge.prepare import prepare
     from edge.service import Service
 
     config = load_config(args.config)
+    prepare(config)  # every config error refused here, before any thread starts
     service = Service(config, args.config, Detector(config.detector))
     stopping = threading.Event()
 
@@ -113,9 +120,12 @@ def _cmd_attest(args: argparse.Namespace) -> int:
     import json
 
     from edge.attest import attestation, disable_core_dumps
+    from edge.prepare import prepare
 
     disable_core_dumps()  # as the service does at start-up; the check then proves it took effect
-    record = attestation(load_config(args.config), args.config)
+    config = load_config(args.config)
+    prepare(config)
+    record = attestation(config, args.config)
     print(json.dumps(record, indent=2))
     return 0 if record["ok"] else 1
 

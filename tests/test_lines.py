@@ -4,8 +4,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.analytics.lines import LineCounter, default_direction_names
-from edge.config import LineConfig
+from edge.analytics.lines import LineCounter
+from edge.config import LineConfig, default_direction_names
 from edge.types import ROAD_USER_CLASSES, Tracks
 
 CAR = ROAD_USER_CLASSES.index("car")

@@ -1,0 +1,77 @@
+"""Every config error is refused at start-up, with its YAML path, by validate-config and run alike."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edge.clips import crypto
+from edge.config import parse_config
+from edge.errors import ConfigError
+from edge.prepare import prepare
+from tests.conftest import REPO, shared_path
+
+# four points on one line: no homography can be fitted
+DEGENERATE = {"points": [{"image_px": [10.0 * k, 10.0 * k], "ground_m": [float(k), float(k)]} for k in range(4)]}
+
+
+def device(tmp_path: Path, **camera: Any) -> dict[str, Any]:
+    return {
+        "device_id": "d",
+        "detector": {"model_dir": str(shared_path("models"))},
+        "mqtt": {"url": "mqtt://127.0.0.1:1", "outbox_path": str(tmp_path / "outbox.sqlite")},
+        "cameras": [{"name": "north", "source": {"kind": "file", "path": str(tmp_path / "none.mp4")}, **camera}],
+    }
+
+
+def cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
+    """name -> (config, the YAML path the refusal must name)."""
+    private, _ = crypto.generate_keypair()
+    (tmp_path / "private.pem").write_bytes(private)
+    (tmp_path / "garbage.pem").write_text("not a key\n")
+    many = [{"name": f"line-with-a-long-name-{k:02d}", "points_px": [[0, k], [100, k]]} for k in range(40)]
+    clips = {"enabled": True, "store_dir": str(tmp_path / "clips")}
+    return {
+        "degenerate calibration": (device(tmp_path, calibration=DEGENERATE), "cameras[0].calibration.points"),
+        "missing clip key": ({**device(tmp_path), "clips": {
+            **clips, "encryption": {"public_key_file": str(tmp_path / "absent.pem")}}}, "clips.encryption"),
+        "malformed clip key": ({**device(tmp_path), "clips": {
+            **clips, "encryption": {"public_key_file": str(tmp_path / "garbage.pem")}}}, "clips.encryption"),
+        "private key as clip key": ({**device(tmp_path), "clips": {
+            **clips, "encryption": {"public_key_file": str(tmp_path / "private.pem")}}}, "private key"),
+        "oversize payload": (device(tmp_path, lines=many), "payload limit"),
+        "unknown model": ({**device(tmp_path), "detector": {"model": "yolox-huge"}}, "detector.model"),
+    }
+
+
+@pytest.mark.parametrize("name", ["degenerate calibration", "missing clip key", "malformed clip key",
+                                  "private key as clip key", "oversize payload", "unknown model"])
+def test_validate_config_and_run_refuse_it_before_any_thread_starts(name: str, tmp_path: Path) -> None:
+    data, where = cases(tmp_path)[name]
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for command in ("validate-config", "run"):
+        args = [sys.executable, "-m", "edge.cli", command, *(["-c"] if command == "run" else []), str(path)]
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
+        assert where in proc.stderr, (command, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert "edge run: device" not in proc.stdout  # the service never started ...
+        assert not (tmp_path / "outbox.sqlite").exists()  # ... nor its publisher
+        assert not (tmp_path / "clips").exists()  # ... nor a clip store
+
+
+def test_prepare_returns_what_it_fitted() -> None:
+    data = yaml.safe_load((REPO / "config" / "highway-overpass.yaml").read_text())
+    data["detector"] = {"model_dir": str(shared_path("models"))}
+    prepared = prepare(parse_config(data))
+    name = data["cameras"][0]["name"]
+    assert set(prepared.calibrations) == {name}
+    assert prepared.model_path is not None and prepared.model_path.is_file()
+    with pytest.raises(ConfigError, match=r"detector\.model"):
+        prepare(parse_config({**data, "detector": {"model_dir": "/nonexistent"}}))
