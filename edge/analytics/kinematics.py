@@ -242,6 +242,18 @@ class _TrackState:
     yaw_t: float = math.nan  # time of the heading the yaw rate was last updated from
 
 
+@dataclass(frozen=True, slots=True)
+class _Flags:
+    """Per-row flags of one update, from the tracks' stored states."""
+
+    heading: F64
+    stationary: BoolArray
+    valid: BoolArray
+    consistent: BoolArray
+    age: F64
+    yaw: F64
+
+
 class GroundKinematics:
     """Filters every track's ground position; one instance per camera (it owns all its state).
 
@@ -367,6 +379,32 @@ class GroundKinematics:
         bias = np.zeros(n) if systematic_m is None else np.asarray(systematic_m, np.float64).reshape(n)
         shift = np.zeros((n, 2)) if offset_m is None else np.asarray(offset_m, np.float64).reshape(n, 2)
 
+        mean, cov, outlier = self._filter(ids, z, r, t_s)
+        st8 = self._advance(ids, z, r, mean, cov, outlier, shift, t_s)
+        class_idx = np.clip(classes, 0, len(ROAD_USER_CLASSES) - 1)
+        return GroundTracks(
+            t_s=t_s,
+            tracker_id=ids.copy(),
+            class_id=classes.copy(),
+            xy_m=mean[:, :2] + shift,
+            velocity_mps=mean[:, 2:].copy(),
+            heading=st8.heading,
+            speed_mps=np.hypot(mean[:, 2], mean[:, 3]),
+            stationary=st8.stationary,
+            valid=st8.valid,
+            length_m=_LENGTHS[class_idx],
+            width_m=_WIDTHS[class_idx],
+            position_std_m=np.sqrt(_largest_eigenvalue(cov[:, :2, :2]) + bias**2),
+            velocity_std_mps=np.sqrt(_largest_eigenvalue(cov[:, 2:, 2:])),
+            age_s=st8.age,
+            consistent=st8.consistent,
+            yaw_rate_rps=st8.yaw,
+            at_border=np.zeros(n, dtype=bool),
+        )
+
+    def _filter(self, ids: IntArray, z: F64, r: F64, t_s: float) -> tuple[F64, F64, BoolArray]:
+        """Kalman step of every row: ``(mean (N,4), cov (N,4,4), outlier (N,))``; the states are not changed."""
+        n = len(ids)
         known = np.array([int(i) in self._state for i in ids], dtype=bool)
         mean = np.zeros((n, 4))
         cov = np.zeros((n, 4, 4))
@@ -393,8 +431,12 @@ class GroundKinematics:
             mean[rows] = np.where(gated[:, None], m, mu)
             cov[rows] = np.where(gated[:, None, None], p, pu)
             outlier[rows] = gated
+        return mean, cov, outlier
 
-        cfg = self.config
+    def _advance(self, ids: IntArray, z: F64, r: F64, mean: F64, cov: F64, outlier: BoolArray, shift: F64,
+                 t_s: float) -> _Flags:
+        """Store each track's new state (restarting one that jumped for good) and return its flags."""
+        n = len(ids)
         heading = np.full((n, 2), np.nan)
         stationary = np.zeros(n, dtype=bool)
         valid = np.zeros(n, dtype=bool)
@@ -402,47 +444,8 @@ class GroundKinematics:
         age = np.zeros(n)
         yaw = np.zeros(n)
         for i in range(n):
-            tid = int(ids[i])
-            st = self._state.get(tid)
-            if st is None:
-                history: deque[tuple[float, float, float]] | None = (
-                    deque(maxlen=cfg.history_samples) if cfg.history_samples else None
-                )
-                st = _TrackState(mean[i].copy(), cov[i].copy(), first_t=t_s, last_t=t_s, history=history)
-                self._state[tid] = st
-            elif outlier[i] and st.outliers_in_row + 1 >= _RESTART_AFTER_OUTLIERS:
-                # the track jumped for good (an id passed to another road user, a box re-formed): restart
-                mean[i, :2], mean[i, 2:] = z[i], st.mean[2:]
-                cov[i] = 0.0
-                cov[i, :2, :2] = r[i]
-                cov[i, 2, 2] = cov[i, 3, 3] = INITIAL_SPEED_STD_MPS**2
-                st.mean, st.cov = mean[i].copy(), cov[i].copy()
-                st.first_t, st.last_t, st.observations, st.outliers_in_row = t_s, t_s, 1, 0
-                st.inconsistent_until = t_s + cfg.consistency_hold_s
-                if st.history is not None:
-                    st.history.clear()
-            else:
-                st.mean, st.cov = mean[i].copy(), cov[i].copy()
-                st.last_t = max(st.last_t, t_s)
-                if outlier[i]:
-                    st.outliers_in_row += 1
-                    st.inconsistent_until = t_s + cfg.consistency_hold_s
-                else:
-                    st.outliers_in_row = 0
-                    st.observations += 1
-            speed_i = math.hypot(mean[i, 2], mean[i, 3])
-            st_valid = st.observations >= _MIN_OBSERVATIONS and t_s - st.first_t >= cfg.velocity_settle_s
-            if st_valid:
-                if st.stationary and speed_i > cfg.stationary_exit_speed_mps:
-                    st.stationary = False
-                elif not st.stationary and speed_i < cfg.stationary_enter_speed_mps:
-                    st.stationary = True
-                if not st.stationary and speed_i > 0:
-                    heading_i = mean[i, 2:] / speed_i
-                    st.yaw_rate = self._yaw_rate(st, heading_i, speed_i, t_s)
-                    st.heading = heading_i
-                else:
-                    st.yaw_rate = 0.0
+            st = self._store(int(ids[i]), z[i], r[i], mean[i], cov[i], bool(outlier[i]), t_s)
+            st_valid = self._motion(st, mean[i], t_s)
             if st.history is not None and not outlier[i]:
                 st.history.append((t_s, float(mean[i, 0] + shift[i, 0]), float(mean[i, 1] + shift[i, 1])))
             valid[i] = st_valid
@@ -451,26 +454,57 @@ class GroundKinematics:
             consistent[i] = t_s >= st.inconsistent_until
             age[i] = t_s - st.first_t
             yaw[i] = st.yaw_rate
-        class_idx = np.clip(classes, 0, len(ROAD_USER_CLASSES) - 1)
-        return GroundTracks(
-            t_s=t_s,
-            tracker_id=ids.copy(),
-            class_id=classes.copy(),
-            xy_m=mean[:, :2] + shift,
-            velocity_mps=mean[:, 2:].copy(),
-            heading=heading,
-            speed_mps=np.hypot(mean[:, 2], mean[:, 3]),
-            stationary=stationary,
-            valid=valid,
-            length_m=_LENGTHS[class_idx],
-            width_m=_WIDTHS[class_idx],
-            position_std_m=np.sqrt(_largest_eigenvalue(cov[:, :2, :2]) + bias**2),
-            velocity_std_mps=np.sqrt(_largest_eigenvalue(cov[:, 2:, 2:])),
-            age_s=age,
-            consistent=consistent,
-            yaw_rate_rps=yaw,
-            at_border=np.zeros(n, dtype=bool),
-        )
+        return _Flags(heading, stationary, valid, consistent, age, yaw)
+
+    def _store(self, tid: int, z: F64, r: F64, mean: F64, cov: F64, outlier: bool, t_s: float) -> _TrackState:
+        """Keep one track's new ``mean``/``cov`` (rows, changed in place on a restart) in its state."""
+        cfg = self.config
+        st = self._state.get(tid)
+        if st is None:
+            history: deque[tuple[float, float, float]] | None = (
+                deque(maxlen=cfg.history_samples) if cfg.history_samples else None
+            )
+            st = _TrackState(mean.copy(), cov.copy(), first_t=t_s, last_t=t_s, history=history)
+            self._state[tid] = st
+        elif outlier and st.outliers_in_row + 1 >= _RESTART_AFTER_OUTLIERS:
+            # the track jumped for good (an id passed to another road user, a box re-formed): restart
+            mean[:2], mean[2:] = z, st.mean[2:]
+            cov[:] = 0.0
+            cov[:2, :2] = r
+            cov[2, 2] = cov[3, 3] = INITIAL_SPEED_STD_MPS**2
+            st.mean, st.cov = mean.copy(), cov.copy()
+            st.first_t, st.last_t, st.observations, st.outliers_in_row = t_s, t_s, 1, 0
+            st.inconsistent_until = t_s + cfg.consistency_hold_s
+            if st.history is not None:
+                st.history.clear()
+        else:
+            st.mean, st.cov = mean.copy(), cov.copy()
+            st.last_t = max(st.last_t, t_s)
+            if outlier:
+                st.outliers_in_row += 1
+                st.inconsistent_until = t_s + cfg.consistency_hold_s
+            else:
+                st.outliers_in_row = 0
+                st.observations += 1
+        return st
+
+    def _motion(self, st: _TrackState, mean: F64, t_s: float) -> bool:
+        """Update the stationary flag, heading and yaw rate of a settled track; return whether it is settled."""
+        cfg = self.config
+        speed = math.hypot(mean[2], mean[3])
+        settled = st.observations >= _MIN_OBSERVATIONS and t_s - st.first_t >= cfg.velocity_settle_s
+        if settled:
+            if st.stationary and speed > cfg.stationary_exit_speed_mps:
+                st.stationary = False
+            elif not st.stationary and speed < cfg.stationary_enter_speed_mps:
+                st.stationary = True
+            if not st.stationary and speed > 0:
+                heading = mean[2:] / speed
+                st.yaw_rate = self._yaw_rate(st, heading, speed, t_s)
+                st.heading = heading
+            else:
+                st.yaw_rate = 0.0
+        return settled
 
     @staticmethod
     def _yaw_rate(st: _TrackState, heading: F64, speed_mps: float, t_s: float) -> float:
