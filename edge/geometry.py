@@ -50,7 +50,7 @@ from pydantic import ValidationError
 
 from edge.config import CalibrationConfig, ReferencePointConfig
 from edge.errors import ConfigError
-from edge.types import F64
+from edge.types import F64, BoolArray
 
 __all__ = [
     "MAX_CONDITION",
@@ -167,56 +167,14 @@ class Calibration:
     ) -> None:
         img = _points(image_px, "image_px")
         world = _points(ground_m, "ground_m")
-        if len(img) != len(world):
-            raise ConfigError(f"{where}.points: {len(img)} image points but {len(world)} ground points")
-        if len(img) < 4:
-            raise ConfigError(
-                f"{where}.points: a homography needs at least 4 reference points, got {len(img)}; add points "
-                "on the road surface spread over the area to be measured (5 or more, so the error can be checked)"
-            )
-        if not (np.isfinite(img).all() and np.isfinite(world).all()):
-            raise ConfigError(f"{where}.points: every coordinate must be a finite number")
+        _check_point_counts(img, world, where)
         origin = (
             np.asarray(origin_m, dtype=np.float64) if origin_m is not None else world.mean(axis=0)
         )
         ground = world - origin  # float64, metres in the local frame
-        for name, pts, tol, unit in (("image_px", img, 1.0, "1 px"), ("ground_m", ground, 0.01, "1 cm")):
-            d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
-            np.fill_diagonal(d, np.inf)
-            if (d < tol).any():
-                i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-                raise ConfigError(
-                    f"{where}.points: points {min(i, j)} and {max(i, j)} have the same {name} (closer than "
-                    f"{unit}); remove the duplicate"
-                )
-        condition = dlt_condition(img, ground)
-        if not condition <= MAX_CONDITION:
-            raise ConfigError(
-                f"{where}.points: the reference points are degenerate (all on one line, or 3 of 4 on one line; "
-                f"conditioning {condition:.3g} > {MAX_CONDITION:.0g}); use at least 4 points spread over the "
-                "area in both directions, no 3 of them on one line"
-            )
-        if method == "ransac":
-            if len(img) < 5:
-                raise ConfigError(f"{where}.method: ransac needs at least 5 points, got {len(img)}")
-            h, mask = cv2.findHomography(img, ground, cv2.RANSAC, ransac_threshold_m)
-        else:
-            h, mask = cv2.findHomography(img, ground, 0)
-        if h is None:
-            raise ConfigError(
-                f"{where}.points: no homography fits these points; check that each image point is paired with "
-                "its own ground point"
-            )
-        h_fit: F64 = np.asarray(h, dtype=np.float64)
-        inliers = (
-            np.asarray(mask, dtype=bool).reshape(-1) if mask is not None else np.ones(len(img), dtype=bool)
-        )
+        condition = _check_spread(img, ground, where)
+        h_fit, inliers = _fit(img, ground, method, ransac_threshold_m, where)
         _, w = _apply(h_fit, img)
-        if not ((w > 0).all() or (w < 0).all()):
-            raise ConfigError(
-                f"{where}.points: the fitted plane puts reference points on both sides of the horizon; a pair "
-                "is probably swapped, or a point is not on the road surface"
-            )
         if w[0] < 0:  # make w > 0 for every point in front of the camera
             h_fit = -h_fit
         self._h: F64 = h_fit / np.abs(h_fit).max()
@@ -378,3 +336,53 @@ def calibration_config_from_otrfpts(data: Mapping[str, Any], **options: Any) -> 
         raise ConfigError("reference points: not a valid calibration", [
             f"calibration.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
         ]) from None
+
+
+def _check_point_counts(img: F64, world: F64, where: str) -> None:
+    if len(img) != len(world):
+        raise ConfigError(f"{where}.points: {len(img)} image points but {len(world)} ground points")
+    if len(img) < 4:
+        raise ConfigError(
+            f"{where}.points: a homography needs at least 4 reference points, got {len(img)}; add points "
+            "on the road surface spread over the area to be measured (5 or more, so the error can be checked)"
+        )
+    if not (np.isfinite(img).all() and np.isfinite(world).all()):
+        raise ConfigError(f"{where}.points: every coordinate must be a finite number")
+
+
+def _check_spread(img: F64, ground: F64, where: str) -> float:
+    """Refuse duplicate and degenerate (collinear) reference points; return the DLT conditioning."""
+    for name, pts, tol, unit in (("image_px", img, 1.0, "1 px"), ("ground_m", ground, 0.01, "1 cm")):
+        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+        np.fill_diagonal(d, np.inf)
+        if (d < tol).any():
+            i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+            raise ConfigError(
+                f"{where}.points: points {min(i, j)} and {max(i, j)} have the same {name} (closer than "
+                f"{unit}); remove the duplicate"
+            )
+    condition = dlt_condition(img, ground)
+    if not condition <= MAX_CONDITION:
+        raise ConfigError(
+            f"{where}.points: the reference points are degenerate (all on one line, or 3 of 4 on one line; "
+            f"conditioning {condition:.3g} > {MAX_CONDITION:.0g}); use at least 4 points spread over the "
+            "area in both directions, no 3 of them on one line"
+        )
+    return condition
+
+
+def _fit(img: F64, ground: F64, method: str, ransac_threshold_m: float, where: str) -> tuple[F64, BoolArray]:
+    """The image -> ground homography (least squares or RANSAC) and which points it counts as inliers."""
+    if method == "ransac":
+        if len(img) < 5:
+            raise ConfigError(f"{where}.method: ransac needs at least 5 points, got {len(img)}")
+        h, mask = cv2.findHomography(img, ground, cv2.RANSAC, ransac_threshold_m)
+    else:
+        h, mask = cv2.findHomography(img, ground, 0)
+    if h is None:
+        raise ConfigError(
+            f"{where}.points: no homography fits these points; check that each image point is paired with "
+            "its own ground point"
+        )
+    inliers = np.asarray(mask, dtype=bool).reshape(-1) if mask is not None else np.ones(len(img), dtype=bool)
+    return np.asarray(h, dtype=np.float64), inliers
