@@ -44,7 +44,7 @@ def _parse_time(text: str) -> datetime:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from edge.attest import disable_core_dumps
     from edge.detect import Detector
-    from edge.prepare import prepare
+    from edge.prepare import prepare, video_size
     from edge.replay import format_summary, replay
 
     disable_core_dumps()  # a core dump could hold frames (P2)
@@ -53,7 +53,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"detector": config.detector.model_copy(update={"model_dir": args.model_dir})}
         )
-    prepare(config)
+    size = video_size(args.video)
+    prepare(config, frame_sizes={config.camera(args.camera).name: size} if size else None)
     detector = Detector(config.detector)
     publisher = None
     if args.mqtt is not None or args.publish:

@@ -75,3 +75,28 @@ def test_prepare_returns_what_it_fitted() -> None:
     assert prepared.model_path is not None and prepared.model_path.is_file()
     with pytest.raises(ConfigError, match=r"detector\.model"):
         prepare(parse_config({**data, "detector": {"model_dir": "/nonexistent"}}))
+
+
+def test_a_line_zone_or_calibration_point_outside_the_frame_is_refused_where_the_frame_is_known(
+        tmp_path: Path) -> None:
+    """A counting line drawn for another camera's resolution would count zero without a word."""
+    video = shared_path("footage/highway-overpass/video1.avi")  # 320x240
+    data = yaml.safe_load((REPO / "config" / "highway-overpass.yaml").read_text())
+    data["detector"] = {"model_dir": str(shared_path("models"))}
+    cam = data["cameras"][0]
+    cam["lines"].append({"name": "far-off", "points_px": [[400, 300], [900, 300]]})  # a 1080p line
+    cam["calibration"]["points"][0]["image_px"] = [330.0, 100.0]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    replay = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(video), "-c", str(path), "-o",
+                             str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert replay.returncode == 1
+    assert f"cameras[0].lines[{len(cam['lines']) - 1}].points_px: line 'far-off' lies outside" in replay.stderr
+    assert "cameras[0].calibration.points[0].image_px" in replay.stderr and "320x240" in replay.stderr
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+    # with the camera's source a file, validate-config probes it the same way
+    cam["source"] = {"kind": "file", "path": str(video)}
+    path.write_text(yaml.safe_dump(data))
+    check = subprocess.run([sys.executable, "-m", "edge.cli", "validate-config", str(path)], cwd=REPO,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 1 and "line 'far-off' lies outside" in check.stderr
