@@ -246,7 +246,7 @@ class LineConfig(StrictModel):
             if v[0] == v[1]:
                 raise ValueError("the two direction names must differ")
             for name in v:
-                if not re.match(DIRECTION_NAME, name):
+                if not re.fullmatch(DIRECTION_NAME, name):
                     raise ValueError(f"direction name {name!r} must match {DIRECTION_NAME}")
         return v
 
@@ -633,7 +633,7 @@ class WindowConfig(StrictModel):
 
 # ------------------------------------------------------------------------------------------------ mqtt
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOPIC_LEVEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -763,7 +763,7 @@ class MqttConfig(StrictModel):
         if v.startswith("$"):
             raise ValueError(f"must not start with '$' (reserved for broker topics), got {v!r}")
         levels = v.split("/")
-        if not all(_TOPIC_LEVEL.match(level) for level in levels):
+        if not all(_TOPIC_LEVEL.fullmatch(level) for level in levels):
             raise ValueError(
                 f"must be '/'-separated levels of letters, digits, '_', '.', '-' with no empty level "
                 f"(no leading, trailing or double '/'), e.g. traffic/v1; got {v!r}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -102,3 +103,20 @@ def test_a_camera_whose_records_could_exceed_4_kb_is_refused() -> None:
     lines = [{"name": f"line-{i:02d}-long-name", "points_px": [[0, 10 * i], [100, 10 * i + 1]]} for i in range(20)]
     with pytest.raises(ConfigError, match="over the 4096-byte payload limit"):
         parse_config({**MINIMAL, "cameras": [{"name": "n", "lines": lines}]})
+
+
+@pytest.mark.parametrize("section", ["prefix", "direction", "device_id", "camera"])
+def test_a_trailing_newline_never_passes_a_name_check(section: str) -> None:
+    """Python's ``$`` matches before a final newline: a prefix 'traffic/v1\\n' passed, and the device could
+    then never publish where the dashboards listen."""
+    data: dict[str, Any] = {"device_id": "d", "cameras": [{"name": "c"}]}
+    if section == "prefix":
+        data["mqtt"] = {"url": "mqtt://localhost:1883", "prefix": "traffic/v1\n"}
+    elif section == "direction":
+        data["cameras"][0]["lines"] = [{"name": "L", "points_px": [[0, 0], [10, 0]], "directions": ["in\n", "out"]}]
+    elif section == "device_id":
+        data["device_id"] = "d\n"
+    else:
+        data["cameras"][0]["name"] = "c\n"
+    with pytest.raises(ConfigError):
+        parse_config(data)
