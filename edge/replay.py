@@ -12,27 +12,25 @@ the speeds per window; all byte-identical for the same video and config.
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
-from edge.analytics.windows import WindowRecord
 from edge.clips.recorder import ClipCounters, WindowClipTally, build_recorder
 from edge.config import EdgeConfig
 from edge.detect import DetectorTimes
+from edge.drive import drive
 from edge.errors import EdgeError
-from edge.payloads import NearMissEvent, WindowSpeeds
-from edge.pipeline import CameraPipeline, ObjectDetector, StageTimes
+from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector, StageTimes
 from edge.publish.mqtt import MqttPublisher
+from edge.sinks import FanOutSink, JsonlSink, MqttSink, RecordCounts, RecordSink
 from edge.source import FileSource
-from edge.stages import ANALYTICS_THREAD, DETECTED_AHEAD, Prefetch
-from edge.types import ROAD_USER_CLASSES
+from edge.stages import Prefetch
+from edge.types import ROAD_USER_CLASSES, Frame
 
 # Decoding runs up to this far ahead of detection: while road users move the detector is the slow stage
 # and the decoder works ahead; while the scene is still (motion gating skips the detector) the detector
@@ -95,81 +93,59 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                 if config.clips.enabled else None)
     pipeline = CameraPipeline(config, cam, detector, start_utc_s=start_s, recorder=recorder)
     tally = WindowClipTally(recorder)  # clip counts of each window into its health
-    forced = sorted(force_events_s)
-    n_windows = 0
-    events: Counter[str] = Counter()
-    metrics_tmp = outdir / ".metrics.jsonl.partial"
-    events_tmp = outdir / ".events.jsonl.partial"
-    speeds_tmp = outdir / ".speeds.jsonl.partial"
-    with FileSource(video, on_packet=recorder.ring if recorder else None, fit_px=detector.input_size_px) as source:
-        total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
-        frames = Prefetch(itertools.islice(source, max_frames), _decoded_ahead(source.fps), "replay-decode")
-        detecting = map(pipeline.detect, frames)
-        detected = Prefetch(detecting, DETECTED_AHEAD, "replay-detect") if ANALYTICS_THREAD else None
-        bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True,
-                   desc=video.name, file=sys.stderr)
-        t0 = time.perf_counter()
-        last_t = 0.0
-        try:
-            with (metrics_tmp.open("w", encoding="utf-8") as out, events_tmp.open("w", encoding="utf-8") as ev,
-                  speeds_tmp.open("w", encoding="utf-8") as sp):
-
-                def write(records: list[WindowRecord], near_misses: list[NearMissEvent]) -> None:
-                    nonlocal n_windows
-                    for e in near_misses:  # events first: a window counts the events that ended in it
-                        ev.write(e.model_dump_json() + "\n")
-                        events[f"{e.conflict_type}/{e.severity}"] += 1
-                        if publisher is not None:
-                            publisher.put_event(e)
-                    for rec in records:
-                        if isinstance(rec, WindowSpeeds):
-                            sp.write(rec.model_dump_json() + "\n")
-                            if publisher is not None:
-                                publisher.put_speeds(rec)
-                        else:
-                            out.write(rec.model_dump_json() + "\n")
-                            n_windows += 1
-                            if publisher is not None:
-                                publisher.put_metrics(rec)
-
-                for d in detected if detected is not None else detecting:
-                    frame = d.frame
-                    tally.before_frame()
-                    result = pipeline.analyse(d)
-                    write(tally.stamp(result.windows), result.events)
-                    while recorder is not None and forced and frame.t_s >= forced[0]:
-                        recorder.trigger(f"forced-{forced.pop(0):g}", frame, pipeline.utc_s(frame))
-                    last_t = frame.t_s
-                    bar.update(1)
-                    if bar.n % 25 == 0 and not bar.disable:
-                        elapsed = time.perf_counter() - t0
-                        bar.set_postfix_str(f"{last_t / elapsed:.1f}x real time" if elapsed else "")
-                last_events, last_windows = pipeline.finish()
-                write(tally.stamp(last_windows, final=True), last_events)
-            os.replace(metrics_tmp, outdir / "metrics.jsonl")
-            os.replace(events_tmp, outdir / "events.jsonl")
-            if pipeline.kinematics is not None:
-                os.replace(speeds_tmp, outdir / "speeds.jsonl")
-        finally:
-            frames.close()
-            if detected is not None:
-                detected.close()
-            bar.close()
-            metrics_tmp.unlink(missing_ok=True)
-            events_tmp.unlink(missing_ok=True)
-            speeds_tmp.unlink(missing_ok=True)
-            if recorder is not None:
-                recorder.close()
-                recorder.store.close()
-        wall = time.perf_counter() - t0
-        video_s = pipeline.totals.frames / source.fps
+    counts = RecordCounts()
+    try:
+        files = JsonlSink(outdir, speeds=pipeline.kinematics is not None)
+        sink = FanOutSink(files, counts, *([MqttSink(publisher)] if publisher is not None else []))
+        with FileSource(video, on_packet=recorder.ring if recorder else None,
+                        fit_px=detector.input_size_px) as source:
+            t0 = time.perf_counter()
+            try:
+                decode_s = _run(source, pipeline, tally, sink, max_frames=max_frames,
+                                progress=progress, forced=sorted(force_events_s), name=video.name)
+                sink.close()
+            finally:
+                files.discard()
+            video_s = pipeline.totals.frames / source.fps
+    finally:
+        if recorder is not None:
+            recorder.close()
+            recorder.store.close()
+    wall = time.perf_counter() - t0
     return ReplaySummary(
-        video=video, frames=pipeline.totals.frames, video_s=video_s, wall_s=wall, decode_s=frames.busy_s,
+        video=video, frames=pipeline.totals.frames, video_s=video_s, wall_s=wall, decode_s=decode_s,
         times=pipeline.times, detector_times=getattr(detector, "times", None), counts=dict(pipeline.totals.crossings),
-        lines=[(line.name, line.directions) for line in pipeline.counter.lines], windows=n_windows,
-        clips=recorder.counters if recorder else None, events=dict(events),
+        lines=[(line.name, line.directions) for line in pipeline.counter.lines], windows=counts.windows,
+        clips=recorder.counters if recorder else None, events=dict(counts.events),
         detected_frames=pipeline.detected_frames,
     )
+
+
+def _run(source: FileSource, pipeline: CameraPipeline, tally: WindowClipTally, sink: RecordSink, *,
+         max_frames: int | None, progress: bool, forced: list[float], name: str) -> float:
+    """Decode ``source`` in a thread of its own and drive its frames through ``pipeline``, with a progress
+    bar and the ``forced`` clip events (media seconds, ascending); returns the decode thread's busy time."""
+    total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
+    bar = tqdm(total=total, disable=not progress, unit="frame", dynamic_ncols=True, desc=name, file=sys.stderr)
+    decoded = Prefetch(itertools.islice(source, max_frames), _decoded_ahead(source.fps), "replay-decode")
+    t0 = time.perf_counter()
+    recorder = pipeline.recorder
+
+    def after(frame: Frame, result: FrameResult) -> None:
+        while recorder is not None and forced and frame.t_s >= forced[0]:
+            recorder.trigger(f"forced-{forced.pop(0):g}", frame, pipeline.utc_s(frame))
+        bar.update(1)
+        if bar.n % 25 == 0 and not bar.disable:
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix_str(f"{frame.t_s / elapsed:.1f}x real time" if elapsed else "")
+
+    try:
+        drive(((frame, 0) for frame in decoded), pipeline, tally, sink, on_frame=after,
+              thread_name="replay-detect", wake=decoded.close)
+    finally:
+        decoded.close()
+        bar.close()
+    return decoded.busy_s
 
 
 def format_summary(s: ReplaySummary) -> str:

@@ -23,19 +23,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.attest import attestation, disable_core_dumps
 from edge.clips.recorder import ClipRecorder, WindowClipTally, build_recorder
 from edge.config import CameraConfig, EdgeConfig, FileSourceConfig
+from edge.drive import drive, with_drops
 from edge.errors import ConfigError
-from edge.payloads import CameraHealth, DeviceHealth, Payload, WindowMetrics, WindowSpeeds, iso_utc
+from edge.payloads import CameraHealth, DeviceHealth, iso_utc
 from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector
 from edge.publish.mqtt import MqttPublisher
+from edge.sinks import FanOutSink, MqttSink, RecordCounts, RecordSink
 from edge.source import FileSource, LiveSource, SourceState, open_source
-from edge.stages import ANALYTICS_THREAD, DETECTED_AHEAD, Prefetch
+from edge.stages import ANALYTICS_THREAD
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -58,36 +60,19 @@ def sd_notify(message: str) -> bool:
     return False
 
 
-class Sink:
-    """Where a worker's records go: the publisher's outbox (never blocks on the network)."""
-
-    def __init__(self, publisher: MqttPublisher) -> None:
-        self.publisher = publisher
-
-    def window(self, record: WindowMetrics | WindowSpeeds) -> None:
-        if isinstance(record, WindowSpeeds):
-            self.publisher.put_speeds(record)
-        else:
-            self.publisher.put_metrics(record)
-
-    def event(self, record: Payload, camera: str) -> None:
-        self.publisher.put("event", record, camera)
-
-
 @dataclass
 class WorkerStats:
     frames: int = 0
-    dropped: int = 0
-    windows: int = 0
-    events: int = 0
+    dropped: int = 0  # frames the live reader dropped (newest frame only)
     restarts: int = 0
     last_frame_mono: float | None = None
+    records: RecordCounts = field(default_factory=RecordCounts)  # what went to the sink
 
 
 class CameraWorker:
     """One camera in its own thread: source -> pipeline -> sink. ``stop`` flushes the partial window."""
 
-    def __init__(self, config: EdgeConfig, camera: CameraConfig, detector: ObjectDetector, sink: Sink, *,
+    def __init__(self, config: EdgeConfig, camera: CameraConfig, detector: ObjectDetector, sink: RecordSink, *,
                  split_analytics: bool = ANALYTICS_THREAD) -> None:
         if camera.source is None:
             raise ConfigError(f"camera {camera.name}: `edge run` needs cameras[].source (rtsp, usb or file)")
@@ -151,76 +136,67 @@ class CameraWorker:
         self.recorder = recorder
         pipeline = CameraPipeline(cfg, self.camera, self.detector, recorder=recorder)
         tally = WindowClipTally(recorder)  # clip counts of each window into its health
-        file_cfg = self.camera.source if isinstance(self.camera.source, FileSourceConfig) else None
-        counter = itertools.count()  # frame index across the reopenings of a looping file
         try:
-            while not self._stop.is_set():
-                source = self._frames(recorder)
-                self._source = source
-                paced = self._paced(source, file_cfg, counter)
-                detecting = ((pipeline.detect(frame), dropped) for frame, dropped in paced)
-                # Detection in a thread of its own ahead of tracking and analytics where cores allow (as replay)
-                stage = (Prefetch(detecting, DETECTED_AHEAD, f"camera-{self.camera.name}-detect")
-                         if self.split_analytics else None)
-                try:
-                    for detected, dropped in stage if stage is not None else detecting:
-                        tally.before_frame()
-                        result = pipeline.analyse(detected, dropped)
-                        self._handle(result, tally.stamp(result.windows))
-                finally:
-                    if stage is not None:
-                        if isinstance(source, LiveSource):
-                            source.close()  # thread-safe: wakes the stage if it waits for a frame
-                        stage.close()  # a file is closed only after the thread decoding it has stopped
-                    source.close()
-                if not (file_cfg is not None and file_cfg.loop):
-                    self.finished = file_cfg is not None and not self._stop.is_set()
-                    break
+            # Detection in a thread of its own ahead of tracking and analytics where cores allow (as replay);
+            # at the end (stop, file end, crash) the partial window goes to the outbox, not lost.
+            drive(self._sources(recorder), pipeline, tally, FanOutSink(self.sink, self.stats.records),
+                  on_frame=self._count, stop=self._stop.is_set, detect_thread=self.split_analytics,
+                  thread_name=f"camera-{self.camera.name}-detect", wake=self._wake)
         finally:
-            events, windows = pipeline.finish()  # the partial window goes to the outbox, not lost
-            for e in events:
-                self.sink.event(e, self.camera.name)
-            for w in tally.stamp(windows, final=True):
-                self.sink.window(w)
-            self.stats.windows += len(windows)
+            if self._source is not None:
+                self._source.close()  # a file only now: the detect thread decoding it has stopped
             if recorder is not None:
                 recorder.close()
                 recorder.store.close()
 
-    def _paced(self, source: FileSource | LiveSource, file_cfg: FileSourceConfig | None,
-               counter: Iterator[int]) -> Iterator[tuple[Frame, int]]:
-        """The source's frames with the frames dropped before each, until the source ends or ``stop``."""
-        last_index = -1
+    def _wake(self) -> None:
+        source = self._source
+        if isinstance(source, LiveSource):
+            source.close()  # thread-safe: wakes the detect stage if it waits for a frame
+
+    def _count(self, frame: Frame, result: FrameResult) -> None:
+        self.stats.frames += 1
+        self.stats.last_frame_mono = time.monotonic()
+
+    def _sources(self, recorder: ClipRecorder | None) -> Iterator[tuple[Frame, int]]:
+        """The camera's frames, each with the frames dropped before it, across the reopenings of a looping
+        file, until the source ends or ``stop``."""
+        file_cfg = self.camera.source if isinstance(self.camera.source, FileSourceConfig) else None
+        counter = itertools.count()  # frame index across the reopenings of a looping file
+        while not self._stop.is_set():
+            source = self._frames(recorder)
+            self._source = source
+            try:
+                if file_cfg is not None and isinstance(source, FileSource):
+                    yield from self._file(source, file_cfg, counter)
+                else:
+                    yield from self._live(source)
+            finally:
+                source.close()  # idempotent; in the thread that decodes the file
+            if not (file_cfg is not None and file_cfg.loop):
+                self.finished = file_cfg is not None and not self._stop.is_set()
+                return
+
+    def _file(self, source: FileSource, file_cfg: FileSourceConfig,
+              counter: Iterator[int]) -> Iterator[tuple[Frame, int]]:
+        """A file standing in for a camera: live clock, frame index across loops, optional pacing."""
         t_start = time.monotonic()
         for frame in source:
             if self._stop.is_set():
                 return
-            index = next(counter)
-            if file_cfg is not None:  # a file standing in for a camera: live clock, optional pacing
-                if file_cfg.realtime and isinstance(source, FileSource):
-                    delay = t_start + frame.t_s - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
-                        return
-                frame = Frame(frame.image, index, time.monotonic(), time.time(), frame.pts, frame.source_size)
-                yield frame, 0
-                continue
-            # The live reader keeps only the newest frame: a gap in its frame index is what it dropped
-            # before this frame (exact, unlike reading its counter after the fact).
-            dropped = frame.index - last_index - 1
-            last_index = frame.index
+            if file_cfg.realtime:
+                delay = t_start + frame.t_s - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            yield Frame(frame.image, next(counter), time.monotonic(), time.time(), frame.pts, frame.source_size), 0
+
+    def _live(self, source: FileSource | LiveSource) -> Iterator[tuple[Frame, int]]:
+        """A camera's frames with the frames its reader dropped before each (counted in ``stats``)."""
+        for frame, dropped in with_drops(source):
+            if self._stop.is_set():
+                return
             self.stats.dropped += dropped
             yield frame, dropped
-
-    def _handle(self, result: FrameResult, windows: list[WindowMetrics | WindowSpeeds]) -> None:
-        """Publish a frame's events, then the ``windows`` it closed (``result.windows`` with clip counts)."""
-        self.stats.frames += 1
-        self.stats.last_frame_mono = time.monotonic()
-        for e in result.events:
-            self.sink.event(e, self.camera.name)
-            self.stats.events += 1
-        for w in windows:
-            self.sink.window(w)
-            self.stats.windows += isinstance(w, WindowMetrics)
 
 
 class Service:
@@ -232,7 +208,7 @@ class Service:
         self.config = config
         self.attestation = attestation(config, config_path)
         self.publisher = MqttPublisher(config.mqtt, config.device_id, attestation=self.attestation)
-        sink = Sink(self.publisher)
+        sink = MqttSink(self.publisher)  # shared by the workers; the publisher is stopped by ``stop``
         self.workers = [CameraWorker(config, cam, detector, sink) for cam in config.cameras]
         self._restarts: dict[str, deque[float]] = {w.camera.name: deque() for w in self.workers}
         self._stop = threading.Event()

@@ -338,7 +338,7 @@ def _publish_main(args: argparse.Namespace) -> int:
             if stop.is_set() or period == 0:
                 break
             m = make_metrics(seq, args.camera)
-            if publisher.put_metrics(m) is not None:
+            if publisher.put("metrics", m, m.camera) is not None:
                 ids.write(m.msg_id + "\n")  # after put() returned: the message is on disk
             next_t += period
             stop.wait(max(0.0, next_t - time.monotonic()))

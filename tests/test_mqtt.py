@@ -137,11 +137,11 @@ def test_happy_path_delivers_everything_valid_and_drains(
         speeds={"line-0": {"in": {"car": (3, 1, 42.0, 41.5, 50.2, 1), "person": (1, 0, None, None, None, 0)}}},
     ) for m in metrics[:5]]
     for m in metrics:
-        assert pub.put_metrics(m) is not None
+        assert pub.put("metrics", m, m.camera) is not None
     for e in events:
-        assert pub.put_event(e) is not None
+        assert pub.put("event", e, e.camera) is not None
     for sp in speeds:
-        assert pub.put_speeds(sp) is not None
+        assert pub.put("metrics", sp, sp.camera, leaf="speeds") is not None
     want = {"/metrics": {m.msg_id for m in metrics}, "/events": {e.msg_id for e in events},
             "/speeds": {sp.msg_id for sp in speeds}}
     assert wait_until(lambda: all(ids <= set(col.msg_ids(suffix)) for suffix, ids in want.items()), 30)
@@ -179,7 +179,7 @@ def test_broker_killed_during_publishing_loses_nothing(broker: Broker, tmp_path:
         seq, next_t = 0, time.monotonic()
         while not stop.is_set():
             m = make_metrics(seq)
-            if pub.put_metrics(m) is not None:
+            if pub.put("metrics", m, m.camera) is not None:
                 produced.append(m.msg_id)
             peak_bytes[0] = max(peak_bytes[0], pub.outbox.size_bytes())
             seq += 1
@@ -263,11 +263,11 @@ def test_outage_longer_than_the_budget_drops_metrics_not_events_and_counts_exact
     for i in range(600):
         if i % 4 == 0:
             e = event(i)
-            pub.put_event(e)
+            pub.put("event", e, e.camera)
             produced["event"].append(e.msg_id)
         else:
             m = make_metrics(i, lines=4)
-            pub.put_metrics(m)
+            pub.put("metrics", m, m.camera)
             produced["metrics"].append(m.msg_id)
         assert pub.outbox.size_bytes() <= cfg.outbox_max_bytes
     outage_s = time.monotonic() - t0
@@ -330,7 +330,7 @@ def test_configuration_fault_raises_alarm_and_retries_slowly(
     cfg = broker.publisher_config(tmp_path / "outbox.sqlite3", **overrides)
     offset = broker.log_offset()
     pub = publisher(cfg, cleanup)
-    pub.put_metrics(make_metrics(1))
+    pub.put("metrics", make_metrics(1), "north")
     pub.start()
     assert wait_until(lambda: pub.alarm is not None, 10)
     assert ("refused the login" if fault == "wrong_password" else "certificate") in (pub.alarm or "")
@@ -355,7 +355,7 @@ def test_acl_refused_topic_is_counted_rejected_and_does_not_block_the_rest(
     north = []
     for i in range(30):
         m = make_metrics(i, "west" if i % 3 == 0 else "north")
-        pub.put_metrics(m)
+        pub.put("metrics", m, m.camera)
         if m.camera == "north":
             north.append(m.msg_id)
     pub.start()
@@ -380,10 +380,10 @@ def test_ttl_expired_messages_are_dropped_and_the_rest_carry_their_remaining_ttl
     old = [make_metrics(i) for i in range(3)]
     new = [make_metrics(i) for i in range(3, 5)]
     for m in old:
-        pub.put_metrics(m)
+        pub.put("metrics", m, m.camera)
     now[0] += 2500
     for m in new:
-        pub.put_metrics(m)
+        pub.put("metrics", m, m.camera)
     now[0] += 1200  # old: 3700 s (expired); new: 1200 s, 2400 s left
     col = collector(broker, cleanup)
     pub.start()
@@ -404,7 +404,7 @@ def test_client_certificate_login(broker: Broker, tmp_path: Path, cleanup: Clean
     pub = publisher(cfg, cleanup)
     metrics = [make_metrics(i) for i in range(5)]
     for m in metrics:
-        pub.put_metrics(m)
+        pub.put("metrics", m, m.camera)
     pub.start()
     assert wait_until(lambda: {m.msg_id for m in metrics} <= set(col.msg_ids("/metrics")), 10)
     assert pub.alarm is None
@@ -419,7 +419,7 @@ def test_message_over_the_brokers_packet_limit_is_refused_locally(
     pub = publisher(broker.publisher_config(tmp_path / "outbox.sqlite3"), cleanup)
     pub.outbox.put("health", pub.topic("health"), b'{"pad":"' + b"x" * 16_300 + b'"}')
     after = make_metrics(1)
-    pub.put_metrics(after)
+    pub.put("metrics", after, after.camera)
     pub.start()
     assert wait_until(lambda: after.msg_id in col.msg_ids("/metrics"), 10)
     assert pub.outbox.stats().kinds["health"].rejected == 1

@@ -9,9 +9,10 @@
    tcp://127.0.0.1:PORT?listen=1`` (paced at 25 fps, forever).
 3. The config's first camera, with only its source replaced by ``RtspSourceConfig(url=tcp://...)``, runs
    as ``edge run`` runs it (``CameraWorker._work``): ``open_source`` -> ``LiveSource`` (reader thread,
-   newest frame only, stall detection, reconnects), ``CameraPipeline.process(frame, dropped)``.
+   newest frame only, stall detection, reconnects) -> ``edge.drive.drive`` (detection in a thread of its
+   own where cores allow, the frames dropped before each from the gap in the capture index).
 4. Per interval and overall: frames received (``LiveSource.frames_read``), processed, dropped by the
-   reader and the drop fraction, processing fps, capture-to-result latency (time after ``process``
+   reader and the drop fraction, processing fps, capture-to-result latency (time after ``analyse``
    minus ``Frame.wall_time_s``), stream lag (capture wall time minus the frame's pts, relative to the
    most prompt frame so far: grows when decoding falls behind the stream, which the newest-frame reader
    hides from the drop count), stalls, reconnects and RSS. At the end: the lag slope (least squares
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -46,12 +48,15 @@ from typing import IO, Any, NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from edge.clips.recorder import ClipRecorder, build_recorder
+from edge.clips.recorder import ClipRecorder, WindowClipTally, build_recorder
 from edge.config import EdgeConfig, RtspSourceConfig, load_config
 from edge.detect import Detector
+from edge.drive import drive, with_drops
 from edge.errors import EdgeError
-from edge.pipeline import CameraPipeline
+from edge.pipeline import CameraPipeline, FrameResult
+from edge.sinks import RecordCounts
 from edge.source import LiveSource, open_source
+from edge.types import Frame
 
 REPO = Path(__file__).resolve().parents[1]
 FOOTAGE = REPO.parent / "shared" / "footage" / "bench" / "highway_1080p.mp4"
@@ -405,6 +410,46 @@ class Meter:
                    src.stalls, src.reconnects, self.latency.values, self.lag.values, rss_mb())
 
 
+def live_frames(source: LiveSource, server: StreamServer, first: Frame, deadline_mono: float) -> Iterator[Frame]:
+    """``first``, then the source's frames until ``deadline_mono`` (time.monotonic()); restarts the
+    server if it exits (a camera coming back)."""
+    yield first
+    while (left_s := deadline_mono - time.monotonic()) > 0:
+        if server.ensure_running():
+            logging.warning("the ffmpeg server exited; restarted it (a camera coming back): %s", server.log_tail(3))
+        frame = source.read(min(0.5, left_s))
+        if frame is not None:
+            yield frame
+
+
+def measure(source: LiveSource, server: StreamServer, pipeline: CameraPipeline, meter: Meter, first: Frame,
+            duration_s: float) -> tuple[int, int, int]:
+    """Drive the stream through the pipeline as ``edge run`` does (``edge.drive``: detection in a thread of
+    its own where cores allow, drops from the gaps in the capture index); feeds ``meter`` per frame.
+    Returns the window records, crossings and near-miss events the pipeline produced."""
+    info = source.info
+    tb = Fraction(info.time_base_num, info.time_base_den) if info is not None else Fraction(1, 90_000)
+    counts = RecordCounts()
+    crossings = 0
+
+    def after(frame: Frame, result: FrameResult) -> None:
+        nonlocal crossings
+        crossings += len(result.crossings)
+        if frame.wall_time_s is None or frame.pts is None:
+            raise ValueError(f"live frame {frame.index} has no capture time or pts")
+        meter.frame(frame.wall_time_s, float(frame.pts * tb), time.time())
+        meter.report_due(duration_s)
+
+    frames = live_frames(source, server, first, meter.t_start + duration_s)
+    try:
+        drive(with_drops(frames), pipeline, WindowClipTally(pipeline.recorder), counts, on_frame=after,
+              stop=lambda: meter.elapsed_s() >= duration_s, thread_name=f"camera-{pipeline.camera.name}-detect",
+              wake=source.close)
+    finally:
+        meter.report_due(duration_s)  # intervals that ended while no frame came
+    return counts.windows + counts.speeds_records, crossings, sum(counts.events.values())
+
+
 def run(args: argparse.Namespace, config: EdgeConfig, detector: Detector, server: StreamServer) -> int:
     camera = config.cameras[0]
     assert camera.source is not None
@@ -416,46 +461,24 @@ def run(args: argparse.Namespace, config: EdgeConfig, detector: Detector, server
     source = open_source(camera.source, on_packet=recorder.ring if recorder is not None else None,
                          fit_px=detector.input_size_px)
     assert isinstance(source, LiveSource)
-    windows = crossings = events = 0
+    outputs = (0, 0, 0)
     interrupted = False
     meter: Meter | None = None
     try:
-        frame = source.read(FIRST_FRAME_TIMEOUT_S)
-        if frame is None:
+        first = source.read(FIRST_FRAME_TIMEOUT_S)
+        if first is None:
             fail(f"no frame from {server.url} within {FIRST_FRAME_TIMEOUT_S:.0f} s (state {source.state.value}, "
                  f"{source.open_failures} failed opens); ffmpeg log:\n{server.log_tail()}")
-        info = source.info
-        tb = Fraction(info.time_base_num, info.time_base_den) if info is not None else Fraction(1, 90_000)
         duration_s = 60 * args.minutes
         print(f"run        {args.minutes:g} min from the first frame, reported every {args.interval_s:g} s; "
               "lat = capture-to-result latency, lag = stream lag behind the most prompt frame so far, in ms")
         print(HEADER, flush=True)
         meter = Meter(source, args.interval_s, args.warmup_s, capacity=round(duration_s * STREAM_FPS * 1.2))
-        dropped_seen = 0
-        while True:
-            if frame is not None:  # as CameraWorker._work: drops since the last frame go with this one
-                dropped = source.dropped_frames - dropped_seen
-                dropped_seen += dropped
-                result = pipeline.process(frame, dropped)
-                done = time.time()
-                windows += len(result.windows)
-                crossings += len(result.crossings)
-                events += len(result.events)
-                assert frame.wall_time_s is not None and frame.pts is not None
-                meter.frame(frame.wall_time_s, float(frame.pts * tb), done)
-            meter.report_due(duration_s)
-            now_s = meter.elapsed_s()
-            if now_s >= duration_s:
-                break
-            if server.ensure_running():
-                logging.warning("the ffmpeg server exited; restarted it (a camera coming back): %s",
-                                server.log_tail(3))
-            frame = source.read(min(0.5, duration_s - now_s))
+        outputs = measure(source, server, pipeline, meter, first, duration_s)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         source.close()
-        final_events, final_windows = pipeline.finish()
         if recorder is not None:
             recorder.close()
             recorder.store.close()
@@ -464,8 +487,7 @@ def run(args: argparse.Namespace, config: EdgeConfig, detector: Detector, server
         return 130
     total = meter.total()
     print(fmt_row(total, "all"))
-    return verdict(meter, total, server, pipeline, interrupted,
-                   (windows + len(final_windows), crossings, events + len(final_events)))
+    return verdict(meter, total, server, pipeline, interrupted, outputs)
 
 
 def verdict(meter: Meter, total: Row, server: StreamServer, pipeline: CameraPipeline, interrupted: bool,

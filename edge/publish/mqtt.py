@@ -1,6 +1,6 @@
 """MQTT publisher: one thread owns the paho client and drains the outbox to the broker.
 
-The only module that imports paho. Other threads never touch the client: they call ``put_*``, which
+The only module that imports paho. Other threads never touch the client: they call ``put``, which
 writes to the :class:`~edge.publish.outbox.Outbox` and returns (paho is not fully thread-safe, and a
 publish must never stall the camera loop).
 
@@ -63,11 +63,8 @@ from edge.payloads import (
     DeviceStatus,
     MessageKind,
     MqttHealth,
-    NearMissEvent,
     OutboxHealth,
     Payload,
-    WindowMetrics,
-    WindowSpeeds,
     iso_utc,
 )
 from edge.publish.outbox import KINDS, Outbox, OutboxRow
@@ -98,7 +95,7 @@ class PublisherCounters:
 
 
 class MqttPublisher:
-    """Store-and-forward MQTT publisher for one device. Thread-safe ``put_*``; one internal sender thread.
+    """Store-and-forward MQTT publisher for one device. Thread-safe ``put``; one internal sender thread.
 
     Construction reads the password and TLS files (raising :class:`~edge.errors.ConfigError` naming the
     field when one cannot be read) and opens the outbox; :meth:`start` starts the sender thread.
@@ -162,22 +159,14 @@ class MqttPublisher:
         return f"{self.config.prefix}/{self.device_id}/{camera}/{leaf}"
 
     # ------------------------------------------------------------------------------- producer interface
-    def put(self, kind: MessageKind, payload: Payload, camera: str | None = None) -> int | None:
+    def put(self, kind: MessageKind, payload: Payload, camera: str | None = None, *,
+            leaf: Literal["speeds"] | None = None) -> int | None:
         """Queue one payload (any thread; a short disk write, no network): the outbox id, or None if it
-        was dropped (counted). ``camera`` is required for metrics and events."""
+        was dropped (counted). ``camera`` is required for metrics and events; ``leaf="speeds"`` sends a
+        metrics-kind payload (kept and dropped like metrics) to ``{camera}/speeds`` instead."""
+        topic = self.camera_topic(camera, leaf) if leaf is not None else self.topic(kind, camera)
         data = payload.model_dump_json(exclude_none=True).encode()
-        return self.outbox.put(kind, self.topic(kind, camera), data)
-
-    def put_metrics(self, metrics: WindowMetrics) -> int | None:
-        return self.put("metrics", metrics, metrics.camera)
-
-    def put_speeds(self, speeds: WindowSpeeds) -> int | None:
-        """Speeds go to ``{camera}/speeds`` and are kept and dropped like metrics."""
-        data = speeds.model_dump_json(exclude_none=True).encode()
-        return self.outbox.put("metrics", self.camera_topic(speeds.camera, "speeds"), data)
-
-    def put_event(self, event: NearMissEvent) -> int | None:
-        return self.put("event", event, event.camera)
+        return self.outbox.put(kind, topic, data)
 
     # ---------------------------------------------------------------------------------------- control
     def start(self) -> None:
@@ -190,7 +179,7 @@ class MqttPublisher:
         """Send what the outbox holds for up to ``flush_timeout_s``, then disconnect so that the broker
         publishes the retained ``offline`` status. Returns True when the outbox was drained. Idempotent.
 
-        Afterwards ``put_*`` raise :class:`~edge.errors.PublishError` (the outbox is closed) unless the
+        Afterwards ``put`` raises :class:`~edge.errors.PublishError` (the outbox is closed) unless the
         outbox was passed in; what is left in it is sent by the next run."""
         if self._stopped:
             return self._drained
