@@ -3,6 +3,7 @@
     EdgeError
      ├── ConfigError      bad or unsafe configuration (refused at start-up)
      ├── SourceError      a video source cannot be opened or read
+     ├── DecodeError      an encoded video packet does not decode (corrupt or truncated data)
      ├── ModelError       model file missing, tampered (sha256) or of an unknown layout
      ├── AssetError       a pinned download failed or did not match its sha256
      ├── PublishError     the MQTT publisher or its on-disk outbox cannot be set up or used
@@ -30,6 +31,15 @@ class ConfigError(EdgeError):
 
 class SourceError(EdgeError):
     """A video source could not be opened or read."""
+
+
+class DecodeError(EdgeError):
+    """An encoded video packet does not decode: corrupt or truncated data (a camera's bit error, a cut
+    recording, a damaged packet in the pre-event buffer).
+
+    Never fatal: a source skips the packet and counts it (``decode_errors``); the clip writer drops the
+    clip whose window holds it and counts it (``ClipCounters.dropped_corrupt``).
+    """
 
 
 class ModelError(EdgeError):

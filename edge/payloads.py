@@ -246,33 +246,7 @@ class DeviceHealth(Payload):
 
 
 #: Largest payload the device sends (the broker's max_packet_size should be just above it): an image
-#: cannot travel even by mistake.
+#: cannot travel even by mistake. A camera whose window records could exceed it is refused at start-up
+#: (``edge.prepare``, from the analytics' worst-case fragments).
 MAX_PAYLOAD_BYTES = 4096
 
-
-def worst_case_window_bytes(lines: list[tuple[str, tuple[str, str]]], movements: list[str],
-                            calibrated: bool) -> tuple[int, int]:
-    """Sizes in bytes of the largest metrics and speeds records these lines and movements can produce:
-    every class non-zero, six-digit counts, every statistic present. Used to refuse, at start-up, a camera
-    whose records could exceed ``MAX_PAYLOAD_BYTES``."""
-    big, speed = 99_999, 199.9  # five-digit counts in a window, speeds up to 200 km/h
-    start = "2024-05-01T07:00:00Z"
-    counts = {name: {d: dict.fromkeys(ROAD_USER_CLASSES, big) for d in dirs} for name, dirs in lines}
-    metrics = WindowMetrics(
-        msg_id=window_msg_id("d" * 64, "c" * 64, start), device="d" * 64, camera="c" * 64, window_start=start,
-        window_s=86_400, partial=True, counts=counts,
-        movements={m: dict.fromkeys(ROAD_USER_CLASSES, big) for m in movements} if movements else None,
-        conflicts=ConflictCounts(
-            by_type={t: {"high": big, "medium": big, "low": big} for t in ("rear_end", "crossing", "angled")},
-            vulnerable=big, vehicles_entering=big, per_1000_vehicles=99_999.99,
-        ) if calibrated else None,
-        health=WindowHealth(frames=big * 100, dropped_frames=big * 100, fps=999.999, clips_started=big,
-                            clips_dropped_budget=big * 100),
-    )
-    stats = (big, big, speed, speed, speed, big)
-    speeds = WindowSpeeds(
-        msg_id=window_msg_id("d" * 64, "c" * 64, start, "speeds"), device="d" * 64, camera="c" * 64,
-        window_start=start, window_s=86_400, partial=True, speed_limit_kmh=300.0,
-        speeds={name: {d: dict.fromkeys(ROAD_USER_CLASSES, stats) for d in dirs} for name, dirs in lines},
-    )
-    return len(metrics.model_dump_json().encode()), len(speeds.model_dump_json().encode()) if calibrated else 0

@@ -6,9 +6,11 @@ frames carry their wall-clock capture time.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -16,12 +18,12 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from edge.analytics.conflicts import ConflictAggregator, ConflictDetector, NearMiss
+from edge.analytics.base import AnalyticsFrame, flush_all, update_all
+from edge.analytics.conflicts import NearMiss
 from edge.analytics.kinematics import GroundKinematics
 from edge.analytics.lines import Crossing, LineCounter
-from edge.analytics.movements import MovementAggregator, MovementCounter
-from edge.analytics.speeds import SpeedAggregator
-from edge.analytics.windows import WindowAggregator, WindowExtras, WindowRecord
+from edge.analytics.registry import ANALYTICS, AnalyticFactory, AnalyticsSetup, build_analytics
+from edge.analytics.windows import WindowAggregator, WindowRecord
 from edge.clips.recorder import ClipRecorder
 from edge.clips.redact import BoxCarrier, plate_regions
 from edge.config import CameraConfig, EdgeConfig
@@ -83,36 +85,61 @@ class Totals:
     crossings: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
+#: Slack on ``detect_interval_s`` for the rounding of media times (``index / fps``), far below a frame.
+_INTERVAL_SLACK_S = 1e-6
+
+
+class DetectionSchedule:
+    """Which processed frames go to the detector: every ``stride_frames``-th frame the pipeline processes,
+    or, with ``interval_s``, the first frame at least that much later (``Frame.t_s``) than the last one
+    picked. Counted on processed frames, never on source frame indices: a live source that drops frames
+    (its indices skip) still detects at the configured rate. Motion gating may then skip a picked frame.
+    """
+
+    def __init__(self, stride_frames: int = 1, interval_s: float | None = None) -> None:
+        if stride_frames < 1:
+            raise ValueError(f"stride_frames must be >= 1, got {stride_frames}")
+        if interval_s is not None and not (math.isfinite(interval_s) and interval_s > 0):
+            raise ValueError(f"interval_s must be a positive number of seconds, got {interval_s!r}")
+        self.stride_frames = stride_frames
+        self.interval_s = interval_s
+        self._processed = 0  # frames seen so far
+        self._last_picked_t_s: float | None = None
+
+    def pick(self, frame: Frame) -> bool:
+        """True when ``frame`` (the next processed frame, in order) is due for detection."""
+        if self.interval_s is not None:
+            last = self._last_picked_t_s
+            due = last is None or frame.t_s - last >= self.interval_s - _INTERVAL_SLACK_S
+        else:
+            due = self._processed % self.stride_frames == 0
+        self._processed += 1
+        if due:
+            self._last_picked_t_s = frame.t_s
+        return due
+
+
 class CameraPipeline:
     def __init__(self, config: EdgeConfig, camera: CameraConfig, detector: ObjectDetector,
-                 start_utc_s: float | None = None, recorder: ClipRecorder | None = None) -> None:
-        """``start_utc_s`` maps media time to UTC for file sources; live frames bring their own clock."""
+                 start_utc_s: float | None = None, recorder: ClipRecorder | None = None, *,
+                 registry: Sequence[AnalyticFactory] = ANALYTICS) -> None:
+        """``start_utc_s`` maps media time to UTC for file sources; live frames bring their own clock.
+        ``registry``: the analytics to build from the camera's config (``edge.analytics.registry``)."""
         self.camera = camera
         self.detector = detector
         self.device = config.device_id
         self.tracker = ByteTracker(config.tracker)
-        self.stride = config.detector.stride_frames
+        self.schedule = DetectionSchedule(config.detector.stride_frames, config.detector.detect_interval_s)
         self.gate = MotionGate(config.detector.motion_gating) if config.detector.motion_gating else None
         self.detected_frames = 0
         self._last_redaction = np.zeros((0, 4), np.float32)
         self.counter = LineCounter(camera.lines, camera.counting.hysteresis_px)
-        lines = [(line.name, line.directions) for line in self.counter.lines]
         calibration = (Calibration.from_config(camera.calibration, where=f"cameras.{camera.name}.calibration")
                        if camera.calibration is not None else None)
         self.kinematics = GroundKinematics(camera.kinematics, calibration) if calibration else None
-        self.conflicts = ConflictDetector(camera.conflicts, self.kinematics) if self.kinematics else None
-        self.movements = MovementCounter.from_config(camera.movements) if camera.movements else None
-        self.windows = WindowAggregator(
-            config.device_id, camera.name, config.windows.window_s, config.windows.origin, lines,
-            WindowExtras(
-                speeds=SpeedAggregator(lines, camera.speeds.speed_limit_kmh) if calibration else None,
-                speed_limit_kmh=camera.speeds.speed_limit_kmh,
-                min_speed_count=camera.speeds.min_count_published,
-                movements=MovementAggregator(self.movements.movement_names) if self.movements else None,
-                conflicts=ConflictAggregator() if self.conflicts else None,
-            ),
-        )
-        self._newest_id = 0  # tracker ids grow: a larger id is a road user seen for the first time
+        self.analytics = build_analytics(AnalyticsSetup.from_camera(camera, self.kinematics), registry)
+        self.windows = WindowAggregator(config.device_id, camera.name, config.windows.window_s,
+                                        config.windows.origin, self.analytics)
         self._events = 0
         self._last: Frame | None = None
         self.start_utc_s = start_utc_s if start_utc_s is not None else config.windows.origin.timestamp()
@@ -127,15 +154,12 @@ class CameraPipeline:
         """UTC seconds of a frame: its capture time live, its media time from the start instant in replay."""
         return frame.wall_time_s if frame.wall_time_s is not None else self.start_utc_s + frame.t_s
 
-    def process(self, frame: Frame, dropped_before: int = 0) -> FrameResult:
-        """Both halves for one frame, in order (``detect`` then ``analyse``)."""
-        return self.analyse(self.detect(frame), dropped_before)
-
     def detect(self, frame: Frame) -> Detected:
-        """The detect half: stride, motion gating and the detector. Needs nothing from earlier frames'
-        tracks, so it may run in its own thread ahead of ``analyse`` (frames must come in order)."""
+        """The detect half: the detection schedule (stride or interval), motion gating and the detector.
+        Needs nothing from earlier frames' tracks, so it may run in its own thread ahead of ``analyse``
+        (frames must come in order, each once)."""
         t0 = time.perf_counter()
-        run = frame.index % self.stride == 0
+        run = self.schedule.pick(frame)
         still = False
         if run and self.gate is not None:
             run = self.gate.needs_detection(frame.image)
@@ -153,15 +177,14 @@ class CameraPipeline:
         tracks = self.tracker.update(detections) if detected.ran else self.tracker.coast()
         self.detected_frames += detected.ran
         t2 = time.perf_counter()
-        windows = self.windows.advance(self.utc_s(frame), dropped_before)
+        windows = self.windows.advance(self.utc_s(frame), dropped_before)  # before the analytics add to it
         crossings = self.counter.update(tracks, frame.t_s)
-        self.windows.add_crossings(crossings)
         if self.recorder is not None:
             if not detected.still:
                 self._last_redaction = self._redaction_boxes(tracks, detections)
             self.recorder.observe(frame, self._last_redaction)
         t3 = time.perf_counter()
-        events = self._ground(frame, tracks, crossings)
+        events = self._analytics(frame, tracks, crossings)
         t4 = time.perf_counter()
         self.times.track_s += t2 - t1
         self.times.analytics_s += t4 - t2
@@ -172,26 +195,13 @@ class CameraPipeline:
         self._last = frame
         return FrameResult(frame.index, tracks, crossings, windows, events)
 
-    def _ground(self, frame: Frame, tracks: Tracks, crossings: list[Crossing]) -> list[NearMissEvent]:
-        """Speeds, movements and near-misses of this frame; near-misses also trigger clips."""
-        x = self.windows.extras
-        if self.movements is not None and x.movements is not None:
-            x.movements.add(self.movements.update_tracks(tracks, frame.t_s))
-        if self.kinematics is None:
-            return []
-        size = frame.source_size or (frame.image.shape[1], frame.image.shape[0])  # the boxes' pixels
-        ground = self.kinematics.update(tracks, frame.t_s, size)
-        if x.speeds is not None:
-            x.speeds.add(crossings, ground)
-        if self.conflicts is None:
-            return []
-        near_misses = self.conflicts.update(ground, tracks.ended_ids)
-        fresh = tracks.tracker_id > self._newest_id
-        entering = int(np.count_nonzero(fresh & np.isin(tracks.class_id, _VEHICLE_IDS)))
-        if len(tracks):
-            self._newest_id = max(self._newest_id, int(tracks.tracker_id.max()))
-        if x.conflicts is not None:
-            x.conflicts.add(near_misses, entering)
+    def _analytics(self, frame: Frame, tracks: Tracks, crossings: list[Crossing]) -> list[NearMissEvent]:
+        """Ground kinematics (calibrated cameras), then every analytic; near-misses also trigger clips."""
+        ground = None
+        if self.kinematics is not None:
+            size = frame.source_size or (frame.image.shape[1], frame.image.shape[0])  # the boxes' pixels
+            ground = self.kinematics.update(tracks, frame.t_s, size)
+        near_misses = update_all(self.analytics, AnalyticsFrame(frame.t_s, tracks, crossings, ground))
         return [self._event(frame, nm) for nm in near_misses]
 
     def _event(self, frame: Frame, nm: NearMiss) -> NearMissEvent:
@@ -222,16 +232,8 @@ class CameraPipeline:
         return np.concatenate(parts)
 
     def finish(self) -> tuple[list[NearMissEvent], list[WindowRecord]]:
-        """End of stream or shutdown: close open movements and encounters, then the partial window."""
-        events: list[NearMissEvent] = []
+        """End of stream or shutdown: flush the analytics (open movements, encounters), then close the
+        partial window."""
         frame = self._last
-        if frame is not None:
-            x = self.windows.extras
-            if self.movements is not None and x.movements is not None:
-                x.movements.add(self.movements.flush(frame.t_s))
-            if self.conflicts is not None:
-                near_misses = self.conflicts.flush()
-                if x.conflicts is not None:
-                    x.conflicts.add(near_misses, 0)
-                events = [self._event(frame, nm) for nm in near_misses]
+        events = [self._event(frame, nm) for nm in flush_all(self.analytics, frame.t_s)] if frame is not None else []
         return events, self.windows.flush()

@@ -1,11 +1,13 @@
 """Start-up checks beyond the schema, on the main thread, before any worker thread starts.
 
-pydantic (``edge.config``) checks each value, the protocol's limits and the payload sizes. What needs
-more than the values is checked here, so that ``edge validate-config``, ``edge attest``, ``edge replay``
-and ``edge run`` refuse the same configs, each problem with its YAML path, instead of a camera worker
-crashing on it later (and its watchdog restarting it ten times):
+pydantic (``edge.config``) checks each value and the protocol's limits. What needs more than the values
+is checked here, so that ``edge validate-config``, ``edge attest``, ``edge replay`` and ``edge run``
+refuse the same configs, each problem with its YAML path, instead of a camera worker crashing on it
+later (and its watchdog restarting it ten times):
 
 * every camera's calibration is fitted (a degenerate one, e.g. collinear points, is refused);
+* no camera's window records can exceed the 4 KB payload limit: the analytics the camera would run
+  (``edge.analytics.registry``) are built and their worst-case records sized;
 * with clips on and encrypted, the city's public key is read and checked (missing, unreadable, not a
   key, or a private key);
 * the detector model is found in the manifest and its file's sha256 checked (``check_model``);
@@ -26,10 +28,14 @@ import av
 import cv2
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from edge.analytics.kinematics import GroundKinematics
+from edge.analytics.registry import AnalyticsSetup, build_analytics
+from edge.analytics.windows import worst_case_bytes
 from edge.config import CameraConfig, EdgeConfig, FileSourceConfig
 from edge.errors import ClipError, ConfigError, ModelError
 from edge.geometry import Calibration
 from edge.models import load_manifest, read_verified
+from edge.payloads import MAX_PAYLOAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,18 @@ def geometry_problems(camera: CameraConfig, index: int, size: tuple[int, int]) -
     return problems
 
 
+def payload_problems(camera: CameraConfig, index: int, calibration: Calibration | None) -> list[str]:
+    """The window records of ``camera`` (``cameras[index]``, with its fitted ``calibration``) could
+    exceed ``MAX_PAYLOAD_BYTES``: sized from the worst-case fragments of the analytics it would run."""
+    kinematics = GroundKinematics(camera.kinematics, calibration) if calibration is not None else None
+    size = worst_case_bytes(build_analytics(AnalyticsSetup.from_camera(camera, kinematics)))
+    if size <= MAX_PAYLOAD_BYTES:
+        return []
+    zones = len(camera.movements.zones) if camera.movements else 0
+    return [f"cameras[{index}]: {len(camera.lines)} lines and {zones} zones make window records of up to {size} "
+            f"bytes, over the {MAX_PAYLOAD_BYTES}-byte payload limit; use fewer lines or zones, or shorter names"]
+
+
 def _px(p: tuple[float, float]) -> tuple[int, int]:
     return round(p[0]), round(p[1])
 
@@ -99,12 +117,13 @@ def prepare(config: EdgeConfig, *, check_model: bool = True,
             size = video_size(cam.source.path)
         if size is not None:
             problems.extend(geometry_problems(cam, k, size))
-        if cam.calibration is None:
-            continue
-        try:
-            calibrations[cam.name] = Calibration.from_config(cam.calibration, where=f"cameras[{k}].calibration")
-        except ConfigError as exc:
-            problems.extend(exc.errors or [str(exc)])
+        if cam.calibration is not None:
+            try:
+                calibrations[cam.name] = Calibration.from_config(cam.calibration, where=f"cameras[{k}].calibration")
+            except ConfigError as exc:
+                problems.extend(exc.errors or [str(exc)])
+                continue  # sized once its calibration fits (a calibrated camera has more records)
+        problems.extend(payload_problems(cam, k, calibrations.get(cam.name)))
     key = None
     if config.clips.enabled and config.clips.encryption is not None:
         try:

@@ -15,6 +15,11 @@ exponential backoff and full jitter forever, until ``close()``. Live frames carr
 time.monotonic()`` and ``wall_time_s = time.time()`` at capture. Open and read timeouts are passed to
 FFmpeg's interrupt callback (``av.open(..., timeout=(open_s, read_s))``); FFmpeg's own default would
 block for a long time on a silent peer.
+
+A packet that does not decode (corrupt or truncated data) is a ``DecodeError``: both sources skip it,
+count it (``decode_errors``) and read on; a live source reopens only when no frame decodes for
+``read_timeout_s`` (a stall). Each open is a stream session (``StreamInfo.session``, ``Frame.session``):
+pts restart, so packets of different sessions are never mixed in a clip.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.config import FileSourceConfig, RtspSourceConfig, UsbSourceConfig
-from edge.errors import SourceError
+from edge.errors import DecodeError, SourceError
 from edge.types import EncodedPacket, Frame, StreamInfo, analysis_size
 
 __all__ = [
@@ -72,7 +77,8 @@ class PacketTap(Protocol):
     """Receives the encoded video packets, in decode order, before they are decoded."""
 
     def start(self, info: StreamInfo) -> None:
-        """A new stream session begins (file opened, camera (re)connected): earlier packets are void."""
+        """A new stream session begins (file opened, camera (re)connected): pts restart.
+        ``info.session`` numbers the sessions of the source: 1, then one more per reconnect."""
 
     def push(self, packet: EncodedPacket) -> None: ...
 
@@ -97,13 +103,29 @@ def _video_only(container: av.container.InputContainer) -> av.video.stream.Video
     return video
 
 
-def _stream_info(video: av.video.stream.VideoStream, fps: float) -> StreamInfo:
+def _stream_info(video: av.video.stream.VideoStream, fps: float, session: int) -> StreamInfo:
     ctx = video.codec_context
     tb = video.time_base or Fraction(1, 90_000)
     return StreamInfo(
         codec=ctx.name, extradata=bytes(ctx.extradata or b""), width=ctx.width, height=ctx.height,
-        time_base_num=tb.numerator, time_base_den=tb.denominator, fps=fps,
+        time_base_num=tb.numerator, time_base_den=tb.denominator, fps=fps, session=session,
     )
+
+
+def _decode_packet(packet: av.Packet) -> list[av.VideoFrame]:  # type: ignore[type-arg]
+    """The frames of one demuxed packet; ``DecodeError`` when its data is corrupt (PyAV raises
+    ``av.error.InvalidDataError``, a ``ValueError``, or another ``FFmpegError``)."""
+    try:
+        return packet.decode()
+    except (av.FFmpegError, ValueError) as exc:
+        raise DecodeError(f"video packet dts {packet.dts} ({packet.size} bytes) does not decode: "
+                          f"{_reason(exc)}") from exc
+
+
+def _log_decode_error(label: object, count: int, exc: DecodeError) -> None:
+    """Warn at the 1st, 10th, 100th, ... decode error of a source (a damaged stream may give one a frame)."""
+    level = logging.WARNING if str(count).rstrip("0") == "1" else logging.DEBUG
+    logger.log(level, "%s: %s; the packet is skipped (%d decode errors so far)", label, exc, count)
 
 
 def _packet(packet: av.Packet) -> EncodedPacket | None:  # type: ignore[type-arg]
@@ -182,8 +204,8 @@ class FileSource:
         self._frame_count = int(video.frames) if video.frames and video.frames > 0 else None
         self._container: av.container.InputContainer | None = container
         self._video = video
-        self._next_index = 0
-        self.info = _stream_info(video, fps)
+        self._next_index, self._decode_errors = 0, 0
+        self.info = _stream_info(video, fps, session=1)
         if on_packet is not None:
             on_packet.start(self.info)
         self._frames = self._decode()
@@ -209,11 +231,17 @@ class FileSource:
         for packet in container.demux(self._video):
             if self._on_packet is not None and (encoded := _packet(packet)) is not None:
                 self._on_packet.push(encoded)
-            for frame in packet.decode():
+            try:
+                decoded = _decode_packet(packet)
+            except DecodeError as exc:
+                self._decode_errors += 1
+                _log_decode_error(self._path, self._decode_errors, exc)
+                continue
+            for frame in decoded:
                 index = self._next_index
                 self._next_index += 1
                 yield Frame(_bgr(frame, self._fit_px), index, t_s=index / self._fps, pts=frame.pts,
-                            source_size=(frame.width, frame.height))
+                            source_size=(frame.width, frame.height), session=self.info.session)
 
     @property
     def path(self) -> Path:
@@ -223,6 +251,11 @@ class FileSource:
     def fps(self) -> float:
         """Frame rate from the container, or ``FALLBACK_FPS`` when it reports none."""
         return self._fps
+
+    @property
+    def decode_errors(self) -> int:
+        """Packets that did not decode (skipped), plus a read error that ended the file early."""
+        return self._decode_errors
 
     @property
     def frame_count(self) -> int | None:
@@ -247,8 +280,9 @@ class FileSource:
             yield first
         try:
             yield from self._frames
-        except av.FFmpegError as exc:
-            logger.warning("decoding %s stopped at frame %d: %s", self._path, self._next_index, exc)
+        except av.FFmpegError as exc:  # the demuxer cannot read on (a cut or damaged file)
+            self._decode_errors += 1
+            logger.warning("reading %s stopped at frame %d: %s", self._path, self._next_index, exc)
         logger.info("end of %s after %d frames", self._path, self._next_index)
 
     def close(self) -> None:
@@ -315,6 +349,7 @@ class _Captured:
     index: int
     t_s: float
     wall_time_s: float
+    session: int
 
 
 class LiveSource:
@@ -383,6 +418,8 @@ class LiveSource:
         self._reconnects = 0
         self._stalls = 0
         self._open_failures = 0
+        self._decode_errors = 0
+        self._sessions = 0
         self._last_frame_mono: float | None = None
         self._fps: float | None = None
 
@@ -441,6 +478,12 @@ class LiveSource:
             return self._stalls
 
     @property
+    def decode_errors(self) -> int:
+        """Packets that did not decode (corrupt data): skipped, the stream goes on."""
+        with self._cond:
+            return self._decode_errors
+
+    @property
     def open_failures(self) -> int:
         """Open attempts that failed (camera absent, refused, or open timeout)."""
         with self._cond:
@@ -474,7 +517,7 @@ class LiveSource:
         # Converted here, outside the lock and only for frames a consumer takes: a frame overwritten
         # in the slot (dropped) never pays for its colour conversion.
         return Frame(_bgr(got.frame, self._fit_px), got.index, t_s=got.t_s, wall_time_s=got.wall_time_s,
-                     pts=got.frame.pts, source_size=(got.frame.width, got.frame.height))
+                     pts=got.frame.pts, source_size=(got.frame.width, got.frame.height), session=got.session)
 
     def __iter__(self) -> Iterator[Frame]:
         """Frames as they come; blocks while the camera is offline and ends after ``close()``."""
@@ -551,7 +594,8 @@ class LiveSource:
         fps = float(rate) if rate else None
         with self._cond:
             self._fps = fps
-            self.info = _stream_info(video, fps or FALLBACK_FPS)
+            self._sessions += 1
+            self.info = _stream_info(video, fps or FALLBACK_FPS, self._sessions)
         if self._on_packet is not None:
             self._on_packet.start(self.info)
         logger.info("camera %s: opened in %.2f s (%s %dx%d, %s fps nominal)", self._label,
@@ -571,11 +615,21 @@ class LiveSource:
             self._set_state(after, why)
 
     def _frames(self, container: av.container.InputContainer,
-                video: av.video.stream.VideoStream) -> Generator[av.VideoFrame, None, None]:
+                video: av.video.stream.VideoStream) -> Generator[av.VideoFrame | DecodeError, None, None]:
+        """Decoded frames; a packet that does not decode is counted and yields its ``DecodeError``."""
         for packet in container.demux(video):
             if self._on_packet is not None and (encoded := _packet(packet)) is not None:
                 self._on_packet.push(encoded)
-            yield from packet.decode()
+            try:
+                decoded = _decode_packet(packet)
+            except DecodeError as exc:
+                with self._cond:
+                    self._decode_errors += 1
+                    count = self._decode_errors
+                _log_decode_error(f"camera {self._label}", count, exc)
+                yield exc
+                continue
+            yield from decoded
 
     def _stream(self, container: av.container.InputContainer, video: av.video.stream.VideoStream,
                 reconnecting: bool) -> bool:
@@ -597,6 +651,11 @@ class LiveSource:
                 if frame is None:
                     self._lost("end of stream", stall=False)
                     return got_frame
+                if isinstance(frame, DecodeError):  # skipped; only a run of them as long as a stall reopens
+                    if now - last_new >= self._read_timeout_s:
+                        self._lost(f"stalled: no decodable frame for {now - last_new:.2f} s", stall=True)
+                        return got_frame
+                    continue
                 if now - last_new >= self._read_timeout_s:
                     # the read blocked past the read timeout: what arrives now is stale, reopen
                     self._lost(f"stalled: no new frame for {now - last_new:.2f} s", stall=True)
@@ -608,7 +667,7 @@ class LiveSource:
                         return got_frame
                     if self._latest is not None:
                         self._dropped_frames += 1
-                    self._latest = _Captured(frame, self._next_index, now, wall_time_s)
+                    self._latest = _Captured(frame, self._next_index, now, wall_time_s, self._sessions)
                     self._next_index += 1
                     self._frames_read += 1
                     self._last_frame_mono = now

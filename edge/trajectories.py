@@ -11,12 +11,12 @@ frame or UTM easting/northing); the short header ``id,class,t,x,y`` and ``;`` as
 too. Zones and lines are given in the same frame as the file. Internally everything is shifted by the
 trajectories' centroid (float64) first, so UTM coordinates lose no precision.
 
-The same analytics classes as the camera pipeline run on the trajectories, frame by frame in time order:
-:class:`~edge.analytics.lines.LineCounter` (with ``hysteresis`` in metres),
-:class:`~edge.analytics.movements.MovementCounter` (zones in metres),
-:class:`~edge.analytics.kinematics.GroundKinematics` (positions filtered with ``measurement_noise_m``) and
-:class:`~edge.analytics.speeds.SpeedAggregator` (the whole file as one window). A track ends after its
-last sample; pending movements are flushed at the end of the file.
+The same analytics as the camera pipeline run on the trajectories, frame by frame in time order: the
+list :func:`edge.analytics.registry.build_analytics` builds (line counts, speeds, turning movements with
+zones in metres, near-misses), fed by :class:`~edge.analytics.lines.LineCounter` (``hysteresis`` in
+metres) and :class:`~edge.analytics.kinematics.GroundKinematics` (positions filtered with
+``measurement_noise_m``); the whole file is one window. A track ends after its last sample; pending
+movements and encounters are flushed at the end of the file.
 
 This is an engineering tool (``edge analyse-trajectories``): its result lists per-track movements and
 speeds, which the device never publishes.
@@ -29,15 +29,19 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from edge.analytics.conflicts import ConflictDetector, NearMiss
+from edge.analytics.base import Analytic, AnalyticsFrame, find, flush_all, update_all
+from edge.analytics.conflicts import NearMiss
 from edge.analytics.kinematics import FOOTPRINT_LENGTHS_M, GroundKinematics
 from edge.analytics.lines import Crossing, LineCounter
-from edge.analytics.movements import Movement, MovementAggregator, MovementCounter, MovementStats, MovementWindow, Zone
-from edge.analytics.speeds import MPS_TO_KMH, SpeedAggregator, SpeedWindow
+from edge.analytics.movements import Movement, MovementStats, MovementWindow, Zone
+from edge.analytics.plugins import LineCounts, Movements, Speeds
+from edge.analytics.registry import AnalyticsSetup, MovementSetup, build_analytics
+from edge.analytics.speeds import MPS_TO_KMH, SpeedWindow
 from edge.config import ConflictConfig, KinematicsConfig, LineConfig
 from edge.errors import SourceError
 from edge.types import F64, ROAD_USER_CLASSES, IntArray, Tracks
@@ -52,6 +56,7 @@ __all__ = [
 ]
 
 Point = tuple[float, float]
+A = TypeVar("A")
 
 _COLUMNS = {
     "track_id": ("track_id", "id"),
@@ -228,29 +233,66 @@ def analyse(
     opt = options or AnalysisOptions()
     origin = trajectories.xy_m.mean(axis=0) if len(trajectories) else np.zeros(2)
     xy = trajectories.xy_m - origin
-    zones = _zones(zones_m, origin)
-    lines = tuple(_line(line, origin) for line in lines_m)
-    movements = MovementCounter(
-        zones,
-        exit_dwell_s=opt.exit_dwell_s,
-        handover_radius=opt.handover_radius_m,
-        handover_max_gap_s=opt.handover_max_gap_s,
-    )
-    counter = LineCounter(lines, opt.line_hysteresis_m)
+    counter = LineCounter(tuple(_line(line, origin) for line in lines_m), opt.line_hysteresis_m)
     default_kin = KinematicsConfig(history_samples=100 if opt.conflicts is not None else 0)  # history: PET
     kin = GroundKinematics(opt.kinematics or default_kin, measurement_noise_m=opt.measurement_noise_m)
-    conflicts = ConflictDetector(opt.conflicts, kin) if opt.conflicts is not None else None
+    analytics = build_analytics(_setup(counter, kin, _zones(zones_m, origin), opt))
+    movements = _one(analytics, Movements)
     near_misses: list[NearMiss] = []
-    speeds = SpeedAggregator([(c.name, c.directions) for c in counter.lines], opt.speed_limit_kmh)
     per_track: dict[int, list[float]] = {}
-    counts = {c.name: {d: dict.fromkeys(ROAD_USER_CLASSES, 0) for d in c.directions} for c in counter.lines}
     found: list[Movement] = []
     crossings: list[Crossing] = []
 
-    # Tracks end on the first frame after their last sample.
-    ids_all = trajectories.track_id
+    t_prev = -math.inf
+    for t, rows, ended in _frames(trajectories):
+        ids, cls, pts = trajectories.track_id[rows], trajectories.class_id[rows], xy[rows]
+        box = np.concatenate([pts, pts], axis=1).astype(np.float32)  # a zero-size box: its anchor is the point
+        tracks = Tracks(box, np.ones(len(rows), np.float32), cls, ids, ended)
+        systematic = np.maximum(opt.position_uncertainty_m, FOOTPRINT_LENGTHS_M[cls] / 8)
+        ground = kin.update_ground(ids, cls, pts, t, ended, systematic_m=systematic)
+        for i in np.flatnonzero(ground.valid):
+            per_track.setdefault(int(ground.tracker_id[i]), []).append(float(ground.speed_mps[i]) * MPS_TO_KMH)
+        crossed = counter.update(tracks, t)
+        crossings.extend(crossed)
+        near_misses.extend(update_all(analytics, AnalyticsFrame(t, tracks, crossed, ground, points=pts)))
+        found.extend(movements.counted)
+        t_prev = t
+    near_misses.extend(flush_all(analytics, t_prev))
+    found.extend(movements.counted)
+    duration = float(trajectories.t_s[-1] - trajectories.t_s[0]) if len(trajectories) else 0.0
+    return TrajectoryAnalysis(
+        n_tracks=trajectories.n_tracks,
+        duration_s=duration,
+        movements=found,
+        movement_counts=movements.close_window(),
+        movement_stats=movements.counter.stats,
+        crossings=crossings,
+        counts=_one(analytics, LineCounts).close_window(),
+        speeds=_one(analytics, Speeds).close_window(),
+        track_speeds_kmh={tid: float(np.median(v)) for tid, v in sorted(per_track.items())},
+        near_misses=[replace(nm, location_m=(nm.location_m[0] + round(float(origin[0])),
+                                              nm.location_m[1] + round(float(origin[1]))))
+                     for nm in near_misses],
+    )
+
+
+def _setup(counter: LineCounter, kinematics: GroundKinematics, zones: list[Zone], opt: AnalysisOptions
+           ) -> AnalyticsSetup:
+    """The camera pipeline's analytics, with this study's lines and zones (metres) and options."""
+    return AnalyticsSetup(
+        lines=tuple((c.name, c.directions) for c in counter.lines),
+        kinematics=kinematics,
+        speed_limit_kmh=opt.speed_limit_kmh,
+        movements=MovementSetup(tuple(zones), opt.exit_dwell_s, opt.handover_radius_m, opt.handover_max_gap_s),
+        conflicts=opt.conflicts,
+    )
+
+
+def _frames(trajectories: Trajectories) -> Iterator[tuple[float, npt.NDArray[np.intp], tuple[int, ...]]]:
+    """Each distinct time with its rows and the tracks that ended since the previous one (a track ends on
+    the first frame after its last sample)."""
     last_t: dict[int, float] = {}
-    for tid, t in zip(ids_all.tolist(), trajectories.t_s.tolist(), strict=True):
+    for tid, t in zip(trajectories.track_id.tolist(), trajectories.t_s.tolist(), strict=True):
         last_t[tid] = t  # rows are in time order, so the last write is the last sample
     ending = sorted(last_t.items(), key=lambda kv: (kv[1], kv[0]))
     k = 0
@@ -260,42 +302,16 @@ def analyse(
         while k < len(ending) and ending[k][1] <= t_prev:
             ended.append(ending[k][0])
             k += 1
-        ids, cls, pts = ids_all[rows], trajectories.class_id[rows], xy[rows]
-        box = np.concatenate([pts, pts], axis=1).astype(np.float32)  # a zero-size box: its anchor is the point
-        tracks = Tracks(box, np.ones(len(rows), np.float32), cls, ids, tuple(ended))
-        systematic = np.maximum(opt.position_uncertainty_m, FOOTPRINT_LENGTHS_M[cls] / 8)
-        ground = kin.update_ground(ids, cls, pts, t, ended, systematic_m=systematic)
-        for i in np.flatnonzero(ground.valid):
-            per_track.setdefault(int(ground.tracker_id[i]), []).append(float(ground.speed_mps[i]) * MPS_TO_KMH)
-        crossed = counter.update(tracks, t)
-        speeds.add(crossed, ground)
-        for c in crossed:
-            counts[c.line][c.direction][ROAD_USER_CLASSES[c.class_id]] += 1
-        crossings.extend(crossed)
-        found.extend(movements.update(ids, cls, pts, t, ended))
-        if conflicts is not None:
-            near_misses.extend(conflicts.update(ground, tuple(ended)))
+        yield t, rows, tuple(ended)
         t_prev = t
-    found.extend(movements.flush(t_prev))
-    if conflicts is not None:
-        near_misses.extend(conflicts.flush())
-    aggregator = MovementAggregator(movements.movement_names)
-    aggregator.add(found)
-    duration = float(trajectories.t_s[-1] - trajectories.t_s[0]) if len(trajectories) else 0.0
-    return TrajectoryAnalysis(
-        n_tracks=trajectories.n_tracks,
-        duration_s=duration,
-        movements=found,
-        movement_counts=aggregator.close(),
-        movement_stats=movements.stats,
-        crossings=crossings,
-        counts=counts,
-        speeds=speeds.close(),
-        track_speeds_kmh={tid: float(np.median(v)) for tid, v in sorted(per_track.items())},
-        near_misses=[replace(nm, location_m=(nm.location_m[0] + round(float(origin[0])),
-                                              nm.location_m[1] + round(float(origin[1]))))
-                     for nm in near_misses],
-    )
+
+
+def _one(analytics: list[Analytic], kind: type[A]) -> A:
+    """The analytic of type ``kind`` the registry built (every study gets line counts, speeds, movements)."""
+    found = find(analytics, kind)
+    if found is None:
+        raise LookupError(f"the analytics registry built no {kind.__name__} for a trajectory study")
+    return found
 
 
 def analyse_trajectories(

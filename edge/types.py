@@ -49,6 +49,8 @@ class Frame:
     pts: int | None = None
     #: Camera frame ``(width, height)``; None when ``image`` is the full frame.
     source_size: tuple[int, int] | None = None
+    #: Stream session the frame came from (``StreamInfo.session``): pts restart in a new session.
+    session: int = 0
 
     @property
     def to_source(self) -> tuple[float, float]:
@@ -92,6 +94,9 @@ class StreamInfo:
     time_base_num: int
     time_base_den: int
     fps: float
+    #: Stream session, numbered by the source: 1 when it opens, one more at each reconnect. pts restart in
+    #: a new session, so packets and frames of different sessions never mix.
+    session: int = 0
 
 
 def bottom_centres(xyxy: FloatArray) -> FloatArray:

@@ -40,3 +40,25 @@ def probe_ok(path: Path) -> bool:
 
 def clip_files(store: Path) -> list[Path]:
     return sorted(p for p in store.iterdir() if not p.name.startswith("index.sqlite"))
+
+
+def truncate_keyframe(src: Path, dst: Path, keyframe_pts: int) -> None:
+    """Copy the video stream of ``src`` into ``dst`` (same container type, no re-encoding) with the
+    keyframe at ``keyframe_pts`` cut to an eighth of its bytes: a real corrupt packet, as a camera's bit
+    errors or a cut recording leave them."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        video = inp.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        for packet in inp.demux(video):
+            if packet.dts is None:
+                continue
+            if packet.is_keyframe and packet.pts == keyframe_pts:
+                cut = av.Packet(bytes(packet)[: packet.size // 8])
+                cut.pts, cut.dts, cut.time_base, cut.is_keyframe = packet.pts, packet.dts, packet.time_base, True
+                cut.stream = stream
+                out.mux(cut)
+                continue
+            packet.stream = stream
+            out.mux(packet)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import random
+import threading
 import time
 from pathlib import Path
 
@@ -11,12 +13,12 @@ import numpy as np
 import pytest
 
 from edge.clips.buffer import PacketRing
-from edge.clips.recorder import WRITER_NICE, ClipRecorder
-from edge.clips.store import ClipStore
+from edge.clips.recorder import WRITER_NICE, ClipRecorder, build_recorder
+from edge.clips.store import ClipStore, clip_id
 from edge.config import ClipsConfig, EdgeConfig
 from edge.detect import Detector
 from edge.replay import replay
-from edge.source import FileSource
+from edge.source import FileSource, LiveSource
 from edge.types import EncodedPacket, StreamInfo
 from tests.clip_helpers import clip_files, probe_frames, probe_ok, probe_streams
 from tests.conftest import repo_config, shared_path
@@ -420,3 +422,170 @@ def test_window_tally_gives_each_window_the_clips_of_its_own_frames(tmp_path: Pa
     finally:
         recorder.close()
 
+
+# ------------------------------------------------------------------- faults: corrupt data, reconnects
+NO_BOXES = np.zeros((0, 4), np.float32)
+CARPARK_KEYFRAME_PTS = 120_000  # the carpark clip's second keyframe (4.8 s; time base 1/25000)
+
+
+class CutKeyframe:
+    """The recorder's packet tap with one keyframe cut to an eighth of its bytes on its way into the
+    pre-event buffer: the buffer holds a real corrupt packet, while the source decodes the intact one."""
+
+    def __init__(self, ring: PacketRing, keyframe_pts: int) -> None:
+        self.ring = ring
+        self.keyframe_pts = keyframe_pts
+
+    def start(self, info: StreamInfo) -> None:
+        self.ring.start(info)
+
+    def push(self, packet: EncodedPacket) -> None:
+        if packet.keyframe and packet.pts == self.keyframe_pts:
+            packet = EncodedPacket(packet.data[: len(packet.data) // 8], packet.pts, packet.dts, keyframe=True)
+        self.ring.push(packet)
+
+
+def _feed(recorder: ClipRecorder, events_s: tuple[float, ...], tap: CutKeyframe | None = None,
+          ) -> dict[float, str | None]:
+    """The carpark clip through ``recorder`` (no pipeline), an event at each media time."""
+    answers: dict[float, str | None] = {}
+    with FileSource(shared_path(CARPARK), on_packet=tap or recorder.ring) as source:
+        for frame in source:
+            recorder.observe(frame, NO_BOXES)
+            for t in events_s:
+                if t not in answers and frame.t_s >= t:
+                    answers[t] = recorder.trigger(f"e{t:g}", frame, T0_UTC_S + frame.t_s)
+    return answers
+
+
+def _close_within(recorder: ClipRecorder, limit_s: float, **kwargs: float) -> bool:
+    """``recorder.close(**kwargs)`` in a thread; fails the test if it has not returned after ``limit_s``."""
+    returned: list[bool] = []
+    closer = threading.Thread(target=lambda: returned.append(recorder.close(**kwargs)), daemon=True)
+    closer.start()
+    closer.join(limit_s)
+    assert returned, f"ClipRecorder.close() still blocked after {limit_s} s"
+    return returned[0]
+
+
+def test_a_corrupt_packet_drops_its_clip_and_the_writer_writes_the_next_ones(tmp_path: Path) -> None:
+    # Before: PyAV's InvalidDataError (a ValueError) killed the writer thread; the next two clips filled
+    # its queue, and close() blocked for ever putting its stop mark into it.
+    config = ClipsConfig(enabled=True, pre_roll_s=1, post_roll_s=1, redaction=None)
+    recorder = ClipRecorder(config, "dev", "cam", ClipStore(tmp_path / "clips", 1, 10**9))
+    # [5, 7] s decodes from the cut keyframe at 4.8 s; [14, 16] and [21, 23] from intact ones
+    answers = _feed(recorder, (6.0, 15.0, 22.0), CutKeyframe(recorder.ring, CARPARK_KEYFRAME_PTS))
+    assert _close_within(recorder, 60) is True
+    c = recorder.counters
+    assert (c.started, c.dropped_corrupt, c.written, c.failed) == (3, 1, 2, 0)
+    assert c.dropped_faults == 1  # what the device health reports as clips_dropped
+    kept = [p.name for p in clip_files(tmp_path / "clips")]
+    assert len(kept) == 2
+    assert all(any(name.startswith(str(answers[t])) for name in kept) for t in (15.0, 22.0))
+
+
+def test_close_returns_in_bounded_time_while_the_writer_is_stuck(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def stuck_encrypt(data: bytes, dst: Path, clip_id: str) -> None:  # a writer stuck on a slow disk
+        release.wait(60)
+        dst.write_bytes(data)
+
+    config = ClipsConfig(enabled=True, pre_roll_s=1, post_roll_s=1, redaction=None)
+    recorder = ClipRecorder(config, "dev", "cam", ClipStore(tmp_path / "clips", 1, 10**9), encrypt=stuck_encrypt)
+    _feed(recorder, (3.0, 8.0, 13.0, 18.0, 23.0))
+    t0 = time.monotonic()
+    assert _close_within(recorder, 10, timeout_s=1.0) is False  # the writer is still busy: says so, returns
+    assert time.monotonic() - t0 < 3.0
+    assert recorder.counters.dropped_busy >= 1
+    release.set()
+    assert _close_within(recorder, 60) is True  # once unstuck it finishes the queue and stops
+    c = recorder.counters
+    assert c.written + c.dropped_busy == c.started == 5
+
+
+def test_a_reconnect_closes_the_open_clip_with_the_packets_of_its_own_session(tmp_path: Path) -> None:
+    """The camera reconnects (here: a local file as the camera, reopened at its end) while a clip is
+    open. Before: the clip was cut from the buffer after the new session had emptied it (no frame, or
+    the new session's frames at the old pts). Now: it holds the frames of its own session, from its
+    start through the last frame the pipeline saw there."""
+    video = shared_path(CARPARK)
+    with FileSource(video) as clean:
+        session_pts = [int(f.pts) for f in clean if f.pts is not None]
+    pre_s, trigger_pts = 2.0, 22 * 25_000
+    config = ClipsConfig(enabled=True, pre_roll_s=pre_s, post_roll_s=10, redaction=None)  # ends past the file
+    recorder = ClipRecorder(config, "dev", "cam", ClipStore(tmp_path / "clips", 1, 10**9))
+    triggered: int | None = None
+    last_seen: int | None = None
+    new_session_frames = 0
+    with LiveSource(str(video), reconnect_min_s=0.5, reconnect_max_s=0.5, rng=random.Random(0),
+                    on_packet=recorder.ring) as src:
+        deadline = time.monotonic() + 60
+        while new_session_frames < 5 and time.monotonic() < deadline:
+            frame = src.read(timeout_s=1.0)
+            if frame is None or frame.pts is None:
+                continue
+            recorder.observe(frame, NO_BOXES)
+            if frame.session > 1:
+                new_session_frames += 1
+                continue
+            last_seen = frame.pts
+            if triggered is None and frame.pts >= trigger_pts:
+                triggered = frame.pts
+                assert recorder.trigger("e1", frame, T0_UTC_S) is not None
+    assert _close_within(recorder, 60) is True
+    assert triggered is not None and last_seen is not None and new_session_frames == 5
+    c = recorder.counters
+    assert (c.written, c.failed, c.dropped_reconnect) == (1, 0, 0)
+    (clip,) = clip_files(tmp_path / "clips")
+    expected = [p for p in session_pts if triggered - round(pre_s * 25_000) <= p <= last_seen]
+    assert probe_frames(clip) == len(expected) == c.frames_written
+
+
+def test_cameras_sharing_a_store_sweep_only_their_own_partials(tmp_path: Path) -> None:
+    root = tmp_path / "clips"
+    other = ClipStore(root, 1, 10**9, camera="cam_2")  # another camera, running, on the same folder
+    writing = other.partial_path(clip_id("cam_2", T0_UTC_S), ".mp4.enc")
+    writing.write_bytes(b"being written")
+    renamed = root / f"{clip_id('cam_2', T0_UTC_S + 60)}.mp4"  # renamed, its index row not in yet
+    renamed.write_bytes(b"being committed")
+    own_partial = root / f".{clip_id('cam', T0_UTC_S)}.partial.mp4"
+    own_partial.write_bytes(b"left by a crash of cam")
+    own_orphan = root / f"{clip_id('cam', T0_UTC_S + 1)}.mp4"
+    own_orphan.write_bytes(b"not indexed")
+    recorder = build_recorder(ClipsConfig(enabled=True, store_dir=root), "dev", "cam")  # cam starts up
+    recorder.close()
+    recorder.store.close()
+    assert writing.exists() and renamed.exists()  # "cam" is a prefix of "cam_2": still not its files
+    assert not own_partial.exists() and not own_orphan.exists()
+    other.close()
+    ClipStore(root, 1, 10**9, camera="cam_2").close()  # cam_2 restarts: now its leftovers go
+    assert not writing.exists() and not renamed.exists()
+
+
+
+def test_ring_keeps_an_ended_session_only_for_a_held_clip_and_within_the_byte_budget() -> None:
+    def session(n: int) -> StreamInfo:
+        return StreamInfo("h264", b"", 1920, 1080, 1, 90_000, 25.0, session=n)
+
+    ring = PacketRing(keep_s=5.0, max_bytes=10_000)
+    ring.start(session(1))
+    for i in range(50):
+        ring.push(EncodedPacket(b"x" * 100, i * 3600, i * 3600, keyframe=i % 25 == 0))
+    ring.start(session(2))  # no clip held session 1: it is gone
+    assert ring.packets(1) is None and ring.bytes == 0
+    for i in range(50):
+        ring.push(EncodedPacket(b"y" * 100, i * 3600, i * 3600, keyframe=i % 25 == 0))
+    ring.hold(25 * 3600)
+    ring.start(session(3))  # the held clip keeps session 2's packets, pts and all
+    kept = ring.packets(2)
+    assert kept is not None and {p.data for p in kept.packets} == {b"y" * 100}
+    assert ring.newest_pts(2) == 49 * 3600 and ring.newest_pts() is None
+    ring.push(EncodedPacket(b"z" * 100, 0, 0, keyframe=True))
+    assert ring.bytes == 5000 + 100  # both sessions count against the budget
+    snap = ring.snapshot(25 * 3600, 30 * 3600, session=2)
+    assert snap is not None and snap.info.session == 2 and snap.packets[0].data == b"y" * 100
+    for i in range(1, 60):  # the new session grows: the old one goes before the budget is exceeded
+        ring.push(EncodedPacket(b"z" * 100, i * 3600, i * 3600, keyframe=i % 25 == 0))
+        assert ring.bytes <= 10_000
+    assert ring.packets(2) is None and ring.overflow_drops >= 1

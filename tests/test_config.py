@@ -10,6 +10,7 @@ import yaml
 
 from edge.config import load_config, parse_config
 from edge.errors import ConfigError
+from edge.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {"device_id": "cam-1", "cameras": [{"name": "north"}]}
@@ -99,10 +100,13 @@ def test_backoff_bounds_must_be_ordered() -> None:
     ]
 
 
-def test_a_camera_whose_records_could_exceed_4_kb_is_refused() -> None:
+def test_a_camera_whose_records_could_exceed_4_kb_is_refused_at_start_up() -> None:
+    """Sized from the analytics the camera would run (edge.analytics.registry), so by edge.prepare."""
     lines = [{"name": f"line-{i:02d}-long-name", "points_px": [[0, 10 * i], [100, 10 * i + 1]]} for i in range(20)]
-    with pytest.raises(ConfigError, match="over the 4096-byte payload limit"):
-        parse_config({**MINIMAL, "cameras": [{"name": "n", "lines": lines}]})
+    config = parse_config({**MINIMAL, "cameras": [{"name": "n", "lines": lines}]})
+    with pytest.raises(ConfigError, match="over the 4096-byte payload limit") as exc:
+        prepare(config, check_model=False)
+    assert exc.value.errors[0].startswith("cameras[0]: 20 lines and 0 zones")
 
 
 @pytest.mark.parametrize("section", ["prefix", "direction", "device_id", "camera"])

@@ -16,6 +16,7 @@ from edge.analytics.surrogate import ConflictType
 from edge.config import parse_config
 from edge.errors import ConfigError
 from edge.payloads import ConflictKind, WindowMetrics
+from edge.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -101,6 +102,6 @@ def _camera(n_lines: int) -> dict[str, object]:
 def test_the_largest_accepted_camera_is_the_contract_example_and_one_more_line_is_refused() -> None:
     """Payload size is guaranteed by refusing, at start-up, any camera whose records could exceed 4 KB."""
     n = gen_contract.MAX_CALIBRATED_LINES
-    parse_config({"device_id": "cam-" + "d" * 60, "cameras": [_camera(n)]})
+    prepare(parse_config({"device_id": "cam-" + "d" * 60, "cameras": [_camera(n)]}), check_model=False)
     with pytest.raises(ConfigError, match="over the 4096-byte payload limit"):
-        parse_config({"device_id": "cam-" + "d" * 60, "cameras": [_camera(n + 1)]})
+        prepare(parse_config({"device_id": "cam-" + "d" * 60, "cameras": [_camera(n + 1)]}), check_model=False)

@@ -35,6 +35,7 @@ from edge.source import (
     open_source,
 )
 from edge.types import Detections, analysis_size
+from tests.clip_helpers import truncate_keyframe
 from tests.conftest import missing, shared_path
 
 #: Disconnect/reconnect cycles in the leak test. RELIABILITY.md B3 asks for 100 (about 2 min here);
@@ -175,6 +176,33 @@ def test_file_source_stops_after_close() -> None:
     src.close()
     assert list(it) == []
     src.close()  # idempotent
+
+
+#: 30.2 s at 12.5 fps (377 frames, time base 1/25000), a keyframe every 60 frames (4.8 s).
+CARPARK = "footage/carpark-audio/car-detection.mp4"
+CORRUPT_KEYFRAME_PTS = 120_000  # the second keyframe, frame 60
+
+
+@pytest.fixture
+def corrupt_clip(tmp_path: Path) -> Path:
+    """The carpark clip with its second keyframe cut short: a real packet that does not decode."""
+    path = tmp_path / "corrupt.mp4"
+    truncate_keyframe(shared_path(CARPARK), path, CORRUPT_KEYFRAME_PTS)
+    return path
+
+
+def test_file_source_skips_a_corrupt_packet_counts_it_and_reads_on(corrupt_clip: Path) -> None:
+    # Before: PyAV's InvalidDataError ended the replay at frame 60 of 377, with nothing counted.
+    with FileSource(corrupt_clip) as src:
+        frames = list(src)
+        assert src.decode_errors >= 1
+    assert frames[-1].pts is not None and frames[-1].pts >= 29 * 25_000  # the last second was read
+    assert len(frames) > 300  # only the group of pictures behind the cut keyframe is lost
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert {f.session for f in frames} == {1}
+    with FileSource(shared_path(CARPARK)) as clean:
+        assert sum(1 for _ in clean) == 377
+        assert clean.decode_errors == 0
 
 
 def test_file_with_audio_track_is_read_without_opening_audio() -> None:
@@ -418,3 +446,21 @@ def test_reconnect_cycles_leak_no_descriptors_or_threads(server: StreamServer) -
     assert src.reconnects == LEAK_CYCLES
     assert _open_fds() <= fds_before + 2
     assert threading.active_count() == threads_before
+
+
+def test_live_source_skips_a_corrupt_packet_without_reconnecting(corrupt_clip: Path) -> None:
+    """A damaged packet is counted and skipped; it is not a read failure that reopens the camera. (A
+    local file as the camera: the reader streams it at decoding speed, then reopens it at its end.)"""
+    with LiveSource(str(corrupt_clip), reconnect_min_s=2.0, reconnect_max_s=2.0, rng=random.Random(0)) as src:
+        first_session: list[int] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            frame = src.read(timeout_s=1.0)
+            if frame is not None and frame.session == 1:
+                first_session.append(frame.index)
+            elif frame is not None or src.reconnects:
+                break
+        assert src.decode_errors >= 1
+        assert src.stalls == 0
+    # frames of the first session go on past the corrupt packet (frame 60) to the end of the file
+    assert first_session and max(first_session) > 300, first_session[-5:]

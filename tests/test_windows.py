@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from edge.analytics.lines import Crossing
+from edge.analytics.plugins import LineCounts
 from edge.analytics.windows import WindowAggregator, WindowRecord
 from edge.payloads import WindowMetrics
 
@@ -10,8 +11,24 @@ ORIGIN = datetime(2024, 5, 1, 7, 0, tzinfo=UTC)
 T0 = ORIGIN.timestamp()
 
 
-def make() -> WindowAggregator:
-    return WindowAggregator("dev", "cam", 60, ORIGIN, [("L", ("up", "down"))])
+class Counted:
+    """A window aggregator with the line counts analytic, fed frame by frame as the pipeline does."""
+
+    def __init__(self) -> None:
+        self.counts = LineCounts([("L", ("up", "down"))])
+        self.windows = WindowAggregator("dev", "cam", 60, ORIGIN, [self.counts])
+
+    def add_frame(self, t_utc_s: float, crossings: list[Crossing]) -> list[WindowRecord]:
+        closed = self.windows.advance(t_utc_s)  # first, so the crossings land in the frame's own window
+        self.counts.add(crossings)
+        return closed
+
+    def flush(self) -> list[WindowRecord]:
+        return self.windows.flush()
+
+
+def make() -> Counted:
+    return Counted()
 
 
 def test_windows_close_on_the_first_frame_of_the_next_window() -> None:

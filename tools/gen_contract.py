@@ -65,7 +65,7 @@ SEVERITIES: Final = ("high", "medium", "low")
 LINES: Final = tuple(f"line-{i}-" + "l" * 25 for i in range(8))
 DIRECTIONS: Final = tuple(f"dir-{d}-" + "x" * 26 for d in "ab")
 #: With the longest names, the config validator accepts a calibrated camera with turning movements and
-#: up to this many lines (CameraConfig._records_fit): the metrics and speeds examples use that many.
+#: up to this many lines (edge.prepare.payload_problems): the metrics and speeds examples use that many.
 MAX_CALIBRATED_LINES: Final = 5
 
 

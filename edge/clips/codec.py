@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.clips.buffer import Snapshot
-from edge.errors import ClipError
+from edge.errors import ClipError, DecodeError
 
 #: Called with each clip frame (BGR, modified in place) and its source pts before encoding.
 FrameFilter = Callable[[npt.NDArray[np.uint8], int], None]
@@ -38,8 +38,23 @@ def encoder_name() -> str:
     raise ClipError("this FFmpeg build has neither libx264 nor mpeg4 encoders; install a full PyAV wheel")
 
 
+def _decode(ctx: av.video.codeccontext.VideoCodecContext, packet: av.Packet | None,  # type: ignore[type-arg]
+            ) -> list[av.VideoFrame]:
+    """``ctx.decode(packet)`` with any decoding failure as ``DecodeError`` (PyAV raises
+    ``av.error.InvalidDataError``, a ``ValueError``, for a corrupt packet)."""
+    try:
+        return ctx.decode(packet)
+    except (av.FFmpegError, ValueError) as exc:
+        where = f"packet pts {packet.pts}" if packet is not None else "the decoder flush"
+        raise DecodeError(f"{where} of the clip window does not decode ({exc}): the pre-event buffer holds "
+                          "corrupt camera data; the clip is dropped") from exc
+
+
 def decode_window(snapshot: Snapshot) -> Iterator[tuple[npt.NDArray[np.uint8], int]]:
-    """Frames (BGR) with ``start_pts <= pts <= end_pts`` decoded from the snapshot's packets, in order."""
+    """Frames (BGR) with ``start_pts <= pts <= end_pts`` decoded from the snapshot's packets, in order.
+
+    Raises ``DecodeError`` when a packet does not decode (corrupt data): a clip is never written with a
+    hole in it."""
     info = snapshot.info
     ctx = av.CodecContext.create(info.codec, "r")
     if not isinstance(ctx, av.video.codeccontext.VideoCodecContext):
@@ -60,10 +75,10 @@ def decode_window(snapshot: Snapshot) -> Iterator[tuple[npt.NDArray[np.uint8], i
         packet.pts, packet.dts, packet.time_base = p.pts, p.dts, tb
         if p.keyframe:
             packet.is_keyframe = True
-        take(ctx.decode(packet))
+        take(_decode(ctx, packet))
         while frames:
             yield frames.pop(0)
-    take(ctx.decode(None))
+    take(_decode(ctx, None))
     frames.sort(key=lambda fp: fp[1])
     yield from frames
 
@@ -78,7 +93,19 @@ class EncodedClip:
 
 def encode_clip(snapshot: Snapshot, out: BinaryIO | Path, fps: float,
                 frame_filter: FrameFilter | None = None) -> EncodedClip:
-    """Encode the snapshot's window into ``out`` as MP4 with one video stream (constant frame rate)."""
+    """Encode the snapshot's window into ``out`` as MP4 with one video stream (constant frame rate).
+
+    Raises ``DecodeError`` for a corrupt packet in the window, ``OSError`` for a write that failed (the
+    errno says whether the disk is full) and ``ClipError`` for any other encoder or muxer failure."""
+    try:
+        return _encode(snapshot, out, fps, frame_filter)
+    except av.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise
+        raise ClipError(f"the encoder or muxer failed ({exc}); the clip is dropped") from exc
+
+
+def _encode(snapshot: Snapshot, out: BinaryIO | Path, fps: float, frame_filter: FrameFilter | None) -> EncodedClip:
     codec = encoder_name()
     rate = Fraction(fps).limit_denominator(1001)
     target = str(out) if isinstance(out, Path) else out

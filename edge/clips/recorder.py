@@ -12,8 +12,13 @@ does not fit is refused whole (the clip keeps what it had). Both are counted (``
 the event and the metrics are not.
 
 Fail closed: a clip is dropped (and counted), never written half-redacted or half-verified, when
-redaction has no boxes for a frame, the writer is still busy with earlier clips, or the disk is full.
-Counting and publishing carry on regardless.
+redaction has no boxes for a frame, the writer is still busy with earlier clips, the disk is full, a
+packet of its window does not decode (corrupt camera data), or the camera reconnected and the packets of
+its session are gone. Counting and publishing carry on regardless, and no fault stops the writer thread.
+
+A camera reconnect starts a new stream session (pts restart): the open clip ends with the last frame the
+pipeline saw of its own session, cut from that session's packets, which the pre-event buffer keeps for
+it (``PacketRing.start``); a clip never takes packets of another session.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -41,8 +45,9 @@ from edge.clips.budget import ClipBudget
 from edge.clips.buffer import PacketRing, Snapshot
 from edge.clips.codec import encode_clip, probe
 from edge.clips.store import ClipRecord, ClipStore
+from edge.clips.store import clip_id as store_clip_id
 from edge.config import ClipsConfig
-from edge.errors import ClipError
+from edge.errors import ClipError, DecodeError
 from edge.models import sha256_file
 from edge.payloads import WindowMetrics, WindowSpeeds
 from edge.protocol import PROTOCOL
@@ -51,6 +56,7 @@ from edge.types import Frame
 log = logging.getLogger(__name__)
 
 _PENDING_JOBS = 2  # clips waiting for the writer; more means it cannot keep up: drop (fail closed)
+_CLOSE_POLL_S = 0.2  # ``close()`` checks this often that the writer thread is still alive
 #: Kept beyond the pre-roll: the pipeline lags the reader by a few frames, and a near-miss is reported
 #: when its encounter ends, up to a few seconds after its critical moment.
 _KEEP_MARGIN_S = 8.0
@@ -103,12 +109,16 @@ class ClipCounters:
     dropped_busy: int = 0
     dropped_enospc: int = 0
     dropped_redaction: int = 0
+    dropped_corrupt: int = 0  # a packet of the clip window did not decode (corrupt camera data)
+    dropped_reconnect: int = 0  # the camera reconnected and the clip's session packets were gone
     failed: int = 0
 
     @property
     def dropped_faults(self) -> int:
-        """Clips begun but not written: busy writer, full disk, redaction gap, errors (not the budget)."""
-        return self.dropped_busy + self.dropped_enospc + self.dropped_redaction + self.failed
+        """Clips begun but not written: busy writer, full disk, redaction gap, corrupt data, a reconnect
+        that lost the clip's packets, errors (not the budget)."""
+        return (self.dropped_busy + self.dropped_enospc + self.dropped_redaction + self.dropped_corrupt
+                + self.dropped_reconnect + self.failed)
 
 
 #: Blurs the given boxes (N,4, source pixels) of a BGR frame in place.
@@ -136,7 +146,8 @@ class ClipRecorder:
         self._pending: _Pending | None = None
         self._submitted: _Submitted | None = None
         self._refusing = False  # the budget refused the last request: log once per run of refusals
-        self._session = -1
+        self._session = -1  # stream session of the frames observed (``Frame.session``)
+        self._last_pts: int | None = None  # pts of the last frame observed in that session
         self._boxes: deque[tuple[int, npt.NDArray[np.float32]]] = deque()
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=_PENDING_JOBS)
         self._writer = threading.Thread(target=self._write_loop, name=f"clips-{camera}", daemon=True)
@@ -147,13 +158,9 @@ class ClipRecorder:
         """Account a processed frame: remember its redaction boxes; finish a clip whose end has passed."""
         if frame.pts is None:
             return
-        if self.ring.session != self._session:  # a new stream session: pts restart, old clip is void
-            self._session = self.ring.session
-            self._boxes.clear()
-            if self._pending is not None:
-                self._submit(self._pending, self._pending.end_pts)
-                self._pending = None
-            self._submitted = None  # pts of the new session cannot be compared with the old ones
+        if frame.session != self._session:
+            self._new_session(frame.session)
+        self._last_pts = frame.pts
         if self._redact is not None:
             self._boxes.append((frame.pts, redact_boxes))
             horizon = frame.pts - self.ring.pts_delta(self.config.pre_roll_s + _KEEP_MARGIN_S)
@@ -165,6 +172,27 @@ class ClipRecorder:
             self._submit(self._pending, self._pending.end_pts)
             self._pending = None
             self.ring.hold(None)
+
+    def _new_session(self, session: int) -> None:
+        """The camera reconnected (pts restart): end the open clip with the last frame observed of its own
+        session, cut from that session's packets (kept by the ring for it), or drop it, counted, when they
+        are gone. Redaction boxes and clip boundaries of the ended session are forgotten after that."""
+        ended, self._session = self._session, session
+        p, self._pending = self._pending, None
+        if p is not None:
+            newest = self.ring.newest_pts(ended)
+            end = min(p.end_pts, self._last_pts if self._last_pts is not None else p.end_pts)
+            if newest is None or end < p.start_pts:
+                self.counters.dropped_reconnect += 1
+                log.warning("clip %s dropped: the camera reconnected and the packets of its stream session are "
+                            "no longer buffered (fail closed)", p.clip_id)
+            else:
+                self._submit(p, min(end, newest), ended)
+        self.ring.release(ended)
+        self.ring.hold(None)
+        self._boxes.clear()
+        self._submitted = None  # pts of the new session cannot be compared with the old ones
+        self._last_pts = None
 
     def trigger(self, event_id: str, frame: Frame, t_utc_s: float, ago_s: float = 0.0) -> str | None:
         """Record an event that happened ``ago_s`` before ``frame``, at ``t_utc_s``: start a clip or extend
@@ -178,6 +206,8 @@ class ClipRecorder:
         """
         if frame.pts is None:
             return None
+        if frame.session != self._session:  # a caller that did not ``observe`` this frame first
+            self._new_session(frame.session)
         at = frame.pts - self.ring.pts_delta(ago_s)
         pre, post = self.ring.pts_delta(self.config.pre_roll_s), self.ring.pts_delta(self.config.post_roll_s)
         cap = self.ring.pts_delta(self.config.max_clip_s) - self._frame_pts()
@@ -205,7 +235,7 @@ class ClipRecorder:
         if end < start:  # all this event needs is inside the last clip already
             return last.clip_id if last is not None and last.start_pts <= at else None
         start_utc = t_utc_s - self.ring.seconds(at - start)
-        clip_id = f"{self.camera}_{datetime.fromtimestamp(start_utc, UTC).strftime('%Y%m%dT%H%M%S_%f')[:-3]}Z"
+        clip_id = store_clip_id(self.camera, start_utc)
         pending = _Pending(clip_id, start, end, start + cap, start_utc, [event_id])
         if not self.budget.fits(clip_id, *self._span(pending, end)):
             self._refuse(event_id, "a new clip")
@@ -237,32 +267,47 @@ class ClipRecorder:
                 self.counters.dropped_budget)
         self._refusing = True
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        """Write the open clip with what the buffer holds, then stop the writer."""
+    def close(self, timeout_s: float = 60.0) -> bool:
+        """Write the open clip with what the buffer holds, then stop the writer. Returns within about
+        ``timeout_s`` in any case: True when the writer finished every queued clip, False (logged) when it
+        is still busy (it is a daemon thread and stops with the process)."""
         if self._pending is not None:
-            newest = self.ring.newest_pts()
+            newest = self.ring.newest_pts(self._session)
             end = min(self._pending.end_pts, newest) if newest is not None else self._pending.end_pts
-            self._submit(self._pending, end)
+            self._submit(self._pending, end, self._session)
             self._pending = None
-        self._jobs.put(None)
-        self._writer.join(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while self._writer.is_alive():
+            try:
+                self._jobs.put(None, timeout=max(0.0, min(_CLOSE_POLL_S, deadline - time.monotonic())))
+                break
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    break
+        self._writer.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._writer.is_alive():
+            log.warning("camera %s: the clip writer did not finish its %d queued clips within %.0f s; they may "
+                        "be lost at exit", self.camera, self._jobs.qsize(), timeout_s)
+            return False
+        return True
 
     def _frame_pts(self) -> int:
         info = self.ring.info
         return max(1, self.ring.pts_delta(1.0 / info.fps)) if info is not None else 1
 
-    def _submit(self, p: _Pending, end_pts: int) -> None:
+    def _submit(self, p: _Pending, end_pts: int, session: int | None = None) -> None:
         """Hand the clip to the writer. From here on no later clip of this stream session may start at or
         before ``end_pts``, whether the writer then manages to write it or not (so clip boundaries do not
         depend on the writer's timing). Its budget reservation shrinks to what is submitted and is kept
         even if the write fails: budget decisions in the camera loop never wait for, or depend on, the
         writer thread (deterministic in replay); a restart recounts from the index, where only kept clips
-        are."""
+        are. The packets come from the stream session of the frames observed (``session``)."""
         self._submitted = _Submitted(p.clip_id, p.start_pts, end_pts)
         self.budget.reserve(p.clip_id, *self._span(p, end_pts))
-        snapshot = self.ring.snapshot(p.start_pts, end_pts)
+        snapshot = self.ring.snapshot(p.start_pts, end_pts, self._session if session is None else session)
         if snapshot is None:
             self.counters.failed += 1
+            log.warning("clip %s dropped: the pre-event buffer holds no packets of its stream session", p.clip_id)
             return
         boxes = tuple(b for b in self._boxes if p.start_pts - self._carry_pts() <= b[0] <= end_pts)
         job = _Job(p.clip_id, snapshot, p.start_utc_s, tuple(p.event_ids), boxes)
@@ -291,21 +336,31 @@ class ClipRecorder:
                 continue
             if job is None:
                 return
-            try:
-                self._write(job)
-            except RedactionGapError as exc:
-                self.counters.dropped_redaction += 1
-                log.warning("clip %s not written: %s (fail closed)", job.clip_id, exc)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self.counters.dropped_enospc += 1
-                    log.warning("clip %s dropped: disk full", job.clip_id)
-                else:
-                    self.counters.failed += 1
-                    log.error("clip %s failed: %s", job.clip_id, exc)
-            except (ClipError, sqlite3.Error) as exc:
+            self._write_counted(job)
+
+    def _write_counted(self, job: _Job) -> None:
+        """Write one clip; any failure drops that clip, is counted and logged, and never ends the thread."""
+        try:
+            self._write(job)
+        except RedactionGapError as exc:
+            self.counters.dropped_redaction += 1
+            log.warning("clip %s not written: %s (fail closed)", job.clip_id, exc)
+        except DecodeError as exc:
+            self.counters.dropped_corrupt += 1
+            log.warning("clip %s dropped: %s", job.clip_id, exc)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.counters.dropped_enospc += 1
+                log.warning("clip %s dropped: disk full", job.clip_id)
+            else:
                 self.counters.failed += 1
                 log.error("clip %s failed: %s", job.clip_id, exc)
+        except (ClipError, sqlite3.Error) as exc:
+            self.counters.failed += 1
+            log.error("clip %s failed: %s", job.clip_id, exc)
+        except Exception:  # a bug or a library error not mapped above: the next clip must still be written
+            self.counters.failed += 1
+            log.exception("clip %s failed with an unexpected error; the clip writer carries on", job.clip_id)
 
     def _frame_filter(self, job: _Job) -> Callable[[npt.NDArray[np.uint8], int], None] | None:
         if self._redact is None:
@@ -386,7 +441,7 @@ def build_recorder(config: ClipsConfig, device: str, camera: str, store_dir: Pat
     from edge.clips import crypto
     from edge.clips.redact import blur_regions
 
-    store = ClipStore(store_dir or config.store_dir, config.retention_days, config.max_store_bytes)
+    store = ClipStore(store_dir or config.store_dir, config.retention_days, config.max_store_bytes, camera=camera)
     store.enforce_retention()
     encrypt: Encrypt | None = None
     if config.encryption is not None:

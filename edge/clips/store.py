@@ -3,8 +3,13 @@
 Every clip is written atomically: a hidden partial name, fsync, a real probe, rename, fsync of the
 folder, then the index row. At start-up partial files are swept and the index and the files are
 reconciled, so a crash at any moment leaves either a complete, indexed clip or nothing. Files are 0600
-and the folder 0700. Retention deletes clips older than the limit and, past the byte budget, the oldest
-first.
+and the folder 0700.
+
+Several cameras may share one folder (``clips.store_dir``) and its index: a camera's store then sweeps
+only its own files and rows (file names start with the clip id, ``clip_id``), never the partial clip
+another camera is writing at that moment or a clip it has renamed but not indexed yet.
+
+Retention deletes clips older than the limit and, past the byte budget, the oldest first.
 
 The clip-seconds budget (P3, ``edge.clips.recorder``) is counted from this index, so that a restart
 cannot reset it. It reads the ``kept`` table, not ``clips``: a clip's time range is entered there in the
@@ -21,10 +26,12 @@ import errno
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import ClipError
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = "."
 PARTIAL_MARK = ".partial"
+#: What follows ``{camera}_`` in a clip id: the UTC start to the millisecond (``clip_id``).
+_CLIP_ID_TIME = r"_\d{8}T\d{6}_\d{3}Z"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS clips (
     id TEXT PRIMARY KEY,
@@ -75,6 +84,18 @@ class ClipRecord:
     created_s: float
 
 
+def clip_id(camera: str, start_utc_s: float) -> str:
+    """The id of the clip of ``camera`` that starts at ``start_utc_s``: ``{camera}_YYYYmmddTHHMMSS_fffZ``."""
+    return f"{camera}_{datetime.fromtimestamp(start_utc_s, UTC).strftime('%Y%m%dT%H%M%S_%f')[:-3]}Z"
+
+
+def _own_file(camera: str) -> re.Pattern[str]:
+    """File names of the clips of ``camera``, partial or final (any suffix), and of no other camera: the
+    time after the name makes ``cam`` and ``cam_2`` distinct."""
+    partial = f"(?:{re.escape(PARTIAL_PREFIX)})?"
+    return re.compile(rf"{partial}{re.escape(camera)}{_CLIP_ID_TIME}(?:{re.escape(PARTIAL_MARK)})?\..+")
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -84,12 +105,18 @@ def fsync_dir(path: Path) -> None:
 
 
 class ClipStore:
-    """One folder of clips and its SQLite index ``index.sqlite``. Used from one writer thread."""
+    """One folder of clips and its SQLite index ``index.sqlite``. Used from one writer thread.
+
+    With ``camera``, the start-up sweep (``recover``) touches only that camera's files and index rows, so
+    cameras can share the folder; without, the store owns the whole folder. Retention and the byte
+    budget always count every clip in the index.
+    """
 
     INDEX = "index.sqlite"
 
-    def __init__(self, root: Path, retention_days: float, max_bytes: int) -> None:
+    def __init__(self, root: Path, retention_days: float, max_bytes: int, camera: str | None = None) -> None:
         self.root = root
+        self.camera = camera
         self.retention_s = retention_days * 86_400
         self.max_bytes = max_bytes
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -117,11 +144,13 @@ class ClipStore:
 
     # --------------------------------------------------------------------------------------- recovery
     def recover(self) -> tuple[int, int, int]:
-        """Sweep partial files, delete files the index does not know and rows whose file is gone."""
+        """Sweep partial files, delete files the index does not know and rows whose file is gone: the
+        store camera's only, when it has one."""
         partials = orphans = lost = 0
         files = {r[0] for r in self._db.execute("SELECT file FROM clips")}
+        own = _own_file(self.camera) if self.camera is not None else None
         for entry in os.scandir(self.root):
-            if entry.name.startswith(self.INDEX):
+            if entry.name.startswith(self.INDEX) or (own is not None and not own.fullmatch(entry.name)):
                 continue
             if entry.name.startswith(PARTIAL_PREFIX) and PARTIAL_MARK in entry.name:
                 os.unlink(entry.path)
@@ -129,7 +158,9 @@ class ClipStore:
             elif entry.name not in files:
                 os.unlink(entry.path)
                 orphans += 1
-        for (file,) in list(self._db.execute("SELECT file FROM clips")):
+        rows = (self._db.execute("SELECT file FROM clips") if self.camera is None else
+                self._db.execute("SELECT file FROM clips WHERE camera = ?", (self.camera,)))
+        for (file,) in list(rows):
             if not (self.root / file).exists():
                 self._db.execute("DELETE FROM clips WHERE file = ?", (file,))
                 lost += 1
