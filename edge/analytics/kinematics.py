@@ -331,13 +331,14 @@ class GroundKinematics:
             [box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]], axis=1)
         j = jac[ok]
         pixel_cov = j @ (sigma_px[:, :, None] * np.eye(2)[None] * sigma_px[:, None, :]) @ j.transpose(0, 2, 1)
-        out = self.update_ground(ids, classes, ground[ok], t_s, tracks.ended_ids, measurement_cov=pixel_cov,
-                                 offset_m=offset[:, None] * away, systematic_m=cfg.footprint_offset_frac * offset)
+        at_border = None
         if image_size_px is not None:
             w, h = image_size_px
             mx, my = BORDER_FRAC * w, BORDER_FRAC * h
-            out.at_border[:] = ((box[:, 0] <= mx) | (box[:, 1] <= my) | (box[:, 2] >= w - mx) | (box[:, 3] >= h - my))
-        return out
+            at_border = (box[:, 0] <= mx) | (box[:, 1] <= my) | (box[:, 2] >= w - mx) | (box[:, 3] >= h - my)
+        return self.update_ground(ids, classes, ground[ok], t_s, tracks.ended_ids, measurement_cov=pixel_cov,
+                                  offset_m=offset[:, None] * away, systematic_m=cfg.footprint_offset_frac * offset,
+                                  at_border=at_border)
 
     def update_ground(
         self,
@@ -349,6 +350,7 @@ class GroundKinematics:
         measurement_cov: F64 | None = None,
         offset_m: F64 | None = None,
         systematic_m: F64 | None = None,
+        at_border: BoolArray | None = None,
     ) -> GroundTracks:
         """Filter ground positions ``xy_m (N,2)`` of tracks ``tracker_id (N,)`` observed at ``t_s``.
 
@@ -357,7 +359,8 @@ class GroundKinematics:
         footprint centre from the filtered contact point): it is not filtered, so a change of the offset
         (a heading becoming known) moves the position but never shows as a velocity. ``systematic_m (N,)``
         is the offset's own uncertainty, a bias that does not average out over frames (added to
-        ``position_std_m``). A time step <= 0 (a repeated time stamp) updates without predicting.
+        ``position_std_m``). ``at_border (N,)`` flags boxes cut by the image border (default none).
+        A time step <= 0 (a repeated time stamp) updates without predicting.
         """
         for tid in ended_ids:
             self._state.pop(int(tid), None)
@@ -399,7 +402,7 @@ class GroundKinematics:
             age_s=st8.age,
             consistent=st8.consistent,
             yaw_rate_rps=st8.yaw,
-            at_border=np.zeros(n, dtype=bool),
+            at_border=np.zeros(n, dtype=bool) if at_border is None else np.asarray(at_border, bool).reshape(n),
         )
 
     def _filter(self, ids: IntArray, z: F64, r: F64, t_s: float) -> tuple[F64, F64, BoolArray]:
