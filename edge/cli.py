@@ -217,19 +217,43 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge", description=__doc__)
-    p.add_argument("--version", action="version", version=f"edge {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="cmd", required=True)
+_EPILOG = """\
+configs: config/*.yaml are worked examples, one per shipped clip; config/device-example.yaml is a device's.
+models: looked for in EDGE_MODEL_DIR, then the user cache (see `edge models list`).
 
-    v = sub.add_parser("validate-config", help="check a config file; print every error with its YAML path")
-    v.add_argument("config", type=Path)
+first steps:
+  edge validate-config config/carpark.yaml
+  edge replay ../shared/footage/highway-overpass/video1.avi -c config/highway-overpass.yaml -o out/overpass
+  edge run -c /etc/edge/config.yaml            (on the device, under systemd)
+
+`edge COMMAND --help` shows each command's options and an example."""
+
+_DESCRIPTION = """\
+The edge pipeline of a privacy-reviewed traffic camera: it counts road users by line, direction, class and
+turning movement, measures speeds and near-miss conflicts on the calibrated ground, keeps only short encrypted
+clips of near-misses (never audio, never other frames), and publishes anonymous per-window metrics over MQTT."""
+
+
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str,
+             example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    v = _command(sub, "validate-config", "check a config file as `edge run` would; print each error with its YAML "
+                 "path and exit 1", "edge validate-config config/highway-overpass.yaml")
+    v.add_argument("config", type=Path, help="the YAML config file")
     v.set_defaults(func=_cmd_validate)
 
-    r = sub.add_parser("replay", help="run the pipeline on a recorded video as fast as possible")
-    r.add_argument("video", type=Path)
-    r.add_argument("-c", "--config", type=Path, required=True)
+
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = _command(sub, "replay", "run the pipeline on a recorded video, as fast as the machine allows, and print "
+                 "counts, speeds and near-misses; write metrics.jsonl (and clips, if on) to the output folder",
+                 "edge replay ../shared/footage/highway-overpass/video1.avi -c config/highway-overpass.yaml "
+                 "-o out/overpass")
+    r.add_argument("video", type=Path, help="the recorded video (MP4, MKV, ...)")
+    r.add_argument("-c", "--config", type=Path, required=True, help="the YAML config (lines, zones, calibration)")
     r.add_argument("-o", "--output", type=Path, required=True, help="output folder for metrics.jsonl")
     r.add_argument("--camera", help="camera of the config to use (default: the first)")
     r.add_argument("--start-time", type=_parse_time,
@@ -244,43 +268,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trigger a clip event at this media time (seconds); repeatable; for testing clips")
     r.set_defaults(func=_cmd_replay)
 
-    run = sub.add_parser("run", help="the device service: every camera of the config, publishing over MQTT")
-    run.add_argument("-c", "--config", type=Path, required=True)
+
+def _add_run_and_attest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = _command(sub, "run", "the device service: every camera of the config, publishing over MQTT until "
+                   "SIGTERM", "edge run -c /etc/edge/config.yaml")
+    run.add_argument("-c", "--config", type=Path, required=True, help="the device's YAML config")
     run.add_argument("--flush-timeout", type=float, default=10.0, help="seconds to drain the outbox at stop")
     run.set_defaults(func=_cmd_run)
-
-    a = sub.add_parser("attest", help="print the attestation record: version, protocol, limits, hashes, checks")
-    a.add_argument("-c", "--config", type=Path, required=True)
+    a = _command(sub, "attest", "print the attestation record (version, privacy protocol, limits, hashes, "
+                 "checks) for the privacy officer; exit 1 if a check fails", "edge attest -c /etc/edge/config.yaml")
+    a.add_argument("-c", "--config", type=Path, required=True, help="the device's YAML config")
     a.set_defaults(func=_cmd_attest)
 
-    c = sub.add_parser("clips", help="tools for the holder of the clip key (not for the device)")
+
+def _add_clips(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = _command(sub, "clips", "tools for the holder of the clip key, on a city machine (not on the device)",
+                 "edge clips keygen --out keys/")
     csub = c.add_subparsers(dest="clips_cmd", required=True)
     k = csub.add_parser("keygen", help="make the city's X25519 key pair for clip encryption")
     k.add_argument("--out", type=Path, required=True, help="folder for clips-private.pem and clips-public.pem")
     k.add_argument("--password-env", help="environment variable holding a password for the private key")
     d = csub.add_parser("decrypt", help="decrypt and authenticate one clip")
-    d.add_argument("input", type=Path)
-    d.add_argument("output", type=Path)
+    d.add_argument("input", type=Path, help="the encrypted clip")
+    d.add_argument("output", type=Path, help="where to write the MP4")
     d.add_argument("--key", type=Path, required=True, help="the private key (PEM)")
     d.add_argument("--device", required=True, help="device_id the clip came from (bound into the ciphertext)")
     d.add_argument("--clip-id", help="clip id (default: the file name before the first dot)")
     d.add_argument("--password-env", help="environment variable holding the private key's password")
     c.set_defaults(func=_cmd_clips)
 
-    t = sub.add_parser("analyse-trajectories",
-                       help="counts, movements, speeds and near-misses of already-extracted trajectories")
+
+def _add_trajectories_and_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    t = _command(sub, "analyse-trajectories", "counts, movements, speeds and near-misses of already-extracted "
+                 "ground trajectories (e.g. a drone dataset)",
+                 "edge analyse-trajectories tracks.csv -c study.yaml -o out/study")
     t.add_argument("csv", type=Path, help="CSV with columns track_id,class,t_s,x_m,y_m (metres, ground frame)")
     t.add_argument("-c", "--config", type=Path, required=True, help="study YAML: zones_m, lines_m, thresholds")
     t.add_argument("-o", "--output", type=Path, help="folder for analysis.json")
     t.set_defaults(func=_cmd_trajectories)
-
-    m = sub.add_parser("models", help="list the model manifest or fetch a pinned model")
+    m = _command(sub, "models", "list the model manifest or fetch a pinned model (checks its sha256)",
+                 "edge models fetch yolox-nano-416")
     msub = m.add_subparsers(dest="models_cmd", required=True)
     msub.add_parser("list", help="models in the manifest and where they are looked for")
     f = msub.add_parser("fetch", help="download a model's pinned URL and check its sha256")
-    f.add_argument("name")
+    f.add_argument("name", help="a model name from `edge models list`")
     f.add_argument("--dest", type=Path, help="folder to store it in (default: the cache)")
     m.set_defaults(func=_cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge", description=_DESCRIPTION, epilog=_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"edge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _add_validate(sub)
+    _add_replay(sub)
+    _add_run_and_attest(sub)
+    _add_clips(sub)
+    _add_trajectories_and_models(sub)
     return p
 
 

@@ -178,6 +178,23 @@ def summarize(side: Side, runs: list[tuple[dict[str, object], float]]) -> Result
     return Result(side.label, max(fps_runs), rss, int(str(best["up"])), int(str(best["down"])), best, fps_runs)
 
 
+def check_inputs(args: argparse.Namespace) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The counting line's two end points; exits with a message when a file is missing or the line is no 2-point
+    line (ObjectCounter's)."""
+    if args.runs < 1:
+        raise SystemExit("--runs must be at least 1")
+    config_raw = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    line_cfg = next(ln for ln in config_raw["cameras"][0]["lines"] if ln["name"] == args.line)
+    if len(line_cfg["points_px"]) != 2:
+        raise SystemExit(f"line {args.line} has more than 2 points; ObjectCounter takes a 2-point line")
+    for path, what in ((args.video, "video"), (args.model_dir / "yolo11n_coco_320_dequant.onnx", "model"),
+                       (Path(args.peer_python), "--peer-python"), (Path(args.time_bin), "GNU time")):
+        if not path.exists():
+            raise SystemExit(f"{what} not found: {path}")
+    (x1, y1), (x2, y2) = line_cfg["points_px"][0], line_cfg["points_px"][-1]
+    return (x1, y1), (x2, y2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", type=Path, default=SHARED / "footage/bench/highway_1080p.mp4")
@@ -195,18 +212,8 @@ def main() -> None:
     ap.add_argument("--truth-down", type=int, default=0)
     ap.add_argument("--time-bin", default="/usr/bin/time", help="GNU time (apt-get install time)")
     args = ap.parse_args()
-    if args.runs < 1:
-        raise SystemExit("--runs must be at least 1")
 
-    config_raw = yaml.safe_load(args.config.read_text(encoding="utf-8"))
-    line_cfg = next(ln for ln in config_raw["cameras"][0]["lines"] if ln["name"] == args.line)
-    (x1, y1), (x2, y2) = line_cfg["points_px"][0], line_cfg["points_px"][-1]
-    if len(line_cfg["points_px"]) != 2:
-        raise SystemExit(f"line {args.line} has more than 2 points; ObjectCounter takes a 2-point line")
-    for path, what in ((args.video, "video"), (args.model_dir / "yolo11n_coco_320_dequant.onnx", "model"),
-                       (Path(args.peer_python), "--peer-python"), (Path(args.time_bin), "GNU time")):
-        if not path.exists():
-            raise SystemExit(f"{what} not found: {path}")
+    (x1, y1), (x2, y2) = check_inputs(args)
 
     base_env = dict(os.environ)  # thread settings identical for both sides and left at each side's defaults
     ours_env = base_env | {"EDGE_MODEL_DIR": str(args.model_dir.resolve())}

@@ -238,33 +238,15 @@ def jitter(shared: Path) -> list[dict[str, float | int | str]]:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the ../shared data folder")
-    ap.add_argument("--only", nargs="+", choices=sorted(CASES), help="evaluate these clips only")
-    ap.add_argument("--tolerance-s", type=float, default=1.5, help="largest time difference of a match")
-    ap.add_argument("--no-clips", action="store_true", help="do not record clips (faster; no clip seconds)")
-    ap.add_argument("--no-radeberg", action="store_true", help="skip the Radeberg trajectories")
-    ap.add_argument("--jitter", action="store_true", help="print the measured box jitter table and stop")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = ap.parse_args(argv)
-    if not (args.shared / "footage").is_dir():
-        print(f"missing {args.shared / 'footage'}; see ../shared/docs/DATA.md", file=sys.stderr)
-        return 2
-    if args.jitter:
-        table = jitter(args.shared)
-        if args.json:
-            print(json.dumps(table, indent=1))
-        for row in table:
-            print(f"{row['axis']}  box {row['size_lo_px']:6.1f}-{row['size_hi_px']:6.1f} px  n={row['samples']:5d}  "
-                  f"robust std {row['robust_std_px']:5.2f} px = {100 * float(row['std_per_size']):.1f} % of the box")
-        return 0
-    results = [run_clip(name, args.shared, args.tolerance_s, not args.no_clips) for name in (args.only or CASES)]
-    rad = None if args.no_radeberg else radeberg(args.shared, args.tolerance_s)
-    if args.json:
-        print(json.dumps({"clips": [asdict(r) | {"false_per_hour": r.false_per_hour, "clip_s_per_hour":
-                                                  r.clip_s_per_hour} for r in results], "radeberg": rad}, indent=1))
-        return 0
+def print_jitter(table: list[dict[str, float | int | str]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(table, indent=1))
+    for row in table:
+        print(f"{row['axis']}  box {row['size_lo_px']:6.1f}-{row['size_hi_px']:6.1f} px  n={row['samples']:5d}  "
+              f"robust std {row['robust_std_px']:5.2f} px = {100 * float(row['std_per_size']):.1f} % of the box")
+
+
+def print_report(results: list[ClipResult], rad: dict[str, object] | None) -> None:
     print(f"{'clip':<18}{'video s':>8}{'labels':>7}{'events':>7}{'TP':>4}{'FP':>4}{'miss':>5}{'FP/h':>8}"
           f"{'clip s':>8}{'clip %':>8}")
     for r in results:
@@ -293,6 +275,31 @@ def main(argv: list[str] | None = None) -> int:
             for e in res["events"]:
                 print(f"    {stem[-8:]} t={e['t_s']:7.2f} s {e['type']} {e['severity']} {'/'.join(e['classes'])} "
                       f"TTC {e['ttc_s']} PET {e['pet_s']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the ../shared data folder")
+    ap.add_argument("--only", nargs="+", choices=sorted(CASES), help="evaluate these clips only")
+    ap.add_argument("--tolerance-s", type=float, default=1.5, help="largest time difference of a match")
+    ap.add_argument("--no-clips", action="store_true", help="do not record clips (faster; no clip seconds)")
+    ap.add_argument("--no-radeberg", action="store_true", help="skip the Radeberg trajectories")
+    ap.add_argument("--jitter", action="store_true", help="print the measured box jitter table and stop")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args(argv)
+    if not (args.shared / "footage").is_dir():
+        print(f"missing {args.shared / 'footage'}; see ../shared/docs/DATA.md", file=sys.stderr)
+        return 2
+    if args.jitter:
+        print_jitter(jitter(args.shared), args.json)
+        return 0
+    results = [run_clip(name, args.shared, args.tolerance_s, not args.no_clips) for name in (args.only or CASES)]
+    rad = None if args.no_radeberg else radeberg(args.shared, args.tolerance_s)
+    if args.json:
+        print(json.dumps({"clips": [asdict(r) | {"false_per_hour": r.false_per_hour, "clip_s_per_hour":
+                                                  r.clip_s_per_hour} for r in results], "radeberg": rad}, indent=1))
+        return 0
+    print_report(results, rad)
     return 0
 
 

@@ -364,14 +364,8 @@ class GroundKinematics:
         """
         for tid in ended_ids:
             self._state.pop(int(tid), None)
-        ids = np.asarray(tracker_id, dtype=np.int64).reshape(-1)
-        classes = np.asarray(class_id, dtype=np.int64).reshape(-1)
-        z = np.asarray(xy_m, dtype=np.float64).reshape(-1, 2)
+        ids, classes, z = _observations(tracker_id, class_id, xy_m)
         n = len(ids)
-        if len(classes) != n or len(z) != n:
-            raise ValueError(f"tracker_id, class_id and xy_m must have {n} rows, got {len(classes)} and {len(z)}")
-        if len(set(ids.tolist())) != n:
-            raise ValueError("tracker_id must not repeat within one frame")
         if n == 0:
             return GroundTracks.empty(t_s)
         floor = _MEASUREMENT_FLOOR_M**2 * _EYE2
@@ -519,6 +513,21 @@ class GroundKinematics:
         turn = math.atan2(st.heading[0] * heading[1] - st.heading[1] * heading[0], float(st.heading @ heading))
         w = 1.0 - math.exp(-dt / _YAW_TAU_S)
         return float(np.clip((1 - w) * st.yaw_rate + w * turn / dt, -_YAW_MAX_RPS, _YAW_MAX_RPS))
+
+
+def _observations(
+    tracker_id: npt.ArrayLike, class_id: npt.ArrayLike, xy_m: npt.ArrayLike
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], F64]:
+    """One frame's ids, classes and positions ``(N, 2)`` as arrays; refuses mismatched rows and repeated ids."""
+    ids = np.asarray(tracker_id, dtype=np.int64).reshape(-1)
+    classes = np.asarray(class_id, dtype=np.int64).reshape(-1)
+    z = np.asarray(xy_m, dtype=np.float64).reshape(-1, 2)
+    n = len(ids)
+    if len(classes) != n or len(z) != n:
+        raise ValueError(f"tracker_id, class_id and xy_m must have {n} rows, got {len(classes)} and {len(z)}")
+    if len(set(ids.tolist())) != n:
+        raise ValueError("tracker_id must not repeat within one frame")
+    return ids, classes, z
 
 
 def _largest_eigenvalue(cov: F64) -> F64:

@@ -455,6 +455,20 @@ def _time_at_arclength(t: F64, s: F64, target: float) -> float | None:
     return float(t[k - 1] + frac * (t[k] - t[k - 1]))
 
 
+def _conflict_half_lengths(
+    seg_a: F64, seg_b: F64, size_a_m: tuple[float, float], size_b_m: tuple[float, float]
+) -> tuple[float, float]:
+    """How far from the crossing point each centre is while its footprint overlaps the conflict area (see
+    ``pet_s``): ``length / 2 + other_width / (2 sin theta) + width * |cot theta| / 2``."""
+    norm = float(np.hypot(*seg_a)) * float(np.hypot(*seg_b))
+    cos = abs(float(seg_a @ seg_b)) / norm
+    sin = abs(float(seg_a[0] * seg_b[1] - seg_a[1] * seg_b[0])) / norm
+    (length_a, width_a), (length_b, width_b) = size_a_m, size_b_m
+    half_a = length_a / 2.0 + width_b / (2.0 * sin) + width_a * cos / (2.0 * sin)
+    half_b = length_b / 2.0 + width_a / (2.0 * sin) + width_b * cos / (2.0 * sin)
+    return half_a, half_b
+
+
 def pet_s(
     track_a: npt.ArrayLike,
     track_b: npt.ArrayLike,
@@ -498,12 +512,7 @@ def pet_s(
     i, u, j, v = crossing
     seg_a, seg_b = pa[i + 1] - pa[i], pb[j + 1] - pb[j]
     len_a, len_b = float(np.hypot(*seg_a)), float(np.hypot(*seg_b))
-    cos = abs(float(seg_a @ seg_b)) / (len_a * len_b)
-    sin = abs(float(seg_a[0] * seg_b[1] - seg_a[1] * seg_b[0])) / (len_a * len_b)
-    (length_a, width_a), (length_b, width_b) = size_a_m, size_b_m
-    half_a = length_a / 2.0 + width_b / (2.0 * sin) + width_a * cos / (2.0 * sin)
-    half_b = length_b / 2.0 + width_a / (2.0 * sin) + width_b * cos / (2.0 * sin)
-
+    half_a, half_b = _conflict_half_lengths(seg_a, seg_b, size_a_m, size_b_m)
     s_a = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pa, axis=0).T))])
     s_b = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pb, axis=0).T))])
     at_a = float(s_a[i]) + u * len_a
