@@ -188,8 +188,9 @@ def _line(line: LineConfig, origin: F64) -> LineConfig:
     if line.directions is None:
         raise ValueError(f"line {line.name!r}: give `directions` explicitly for a ground line (the default names "
                          "up/down/left/right assume image axes, y down)")
-    shifted = tuple((x - float(origin[0]), y - float(origin[1])) for x, y in line.points_px)
-    return line.model_copy(update={"points_px": shifted})
+    points = line.points_m if line.points_m is not None else line.pixel_points  # both are metres in a study
+    shifted = tuple((x - float(origin[0]), y - float(origin[1])) for x, y in points)
+    return line.model_copy(update={"points_px": shifted, "points_m": None})
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +227,8 @@ def analyse(
     """Run line counts, movements and speeds over trajectories (module docstring).
 
     ``zones_m``: approach name -> polygon ``(K, 2)`` (or :class:`Zone` objects), in the trajectories' frame.
-    ``lines_m``: counting lines whose ``points_px`` are read as metres in that frame, with explicit
-    ``directions`` (the first is the crossing towards the left of the line, seen from its first point
+    ``lines_m``: counting lines whose ``points_px`` (or ``points_m``) are read as metres in that frame, with
+    explicit ``directions`` (the first is the crossing towards the left of the line, seen from its first point
     towards its last *in a y-down view*; in a y-up frame such as UTM, that is towards the right).
     """
     opt = options or AnalysisOptions()

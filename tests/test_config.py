@@ -124,3 +124,31 @@ def test_a_trailing_newline_never_passes_a_name_check(section: str) -> None:
         data["cameras"][0]["name"] = "c\n"
     with pytest.raises(ConfigError):
         parse_config(data)
+
+
+def test_a_typo_names_the_nearest_valid_key_and_the_file_and_line_of_bad_yaml(tmp_path: Path) -> None:
+    """Issue 18 item 11: "did you mean points_px?", and YAML errors name the file, not <unicode string>."""
+    data = {**MINIMAL, "cameras": [{"name": "n", "source": {"kind": "usb", "device_indx": 1},
+                                    "lines": [{"name": "L", "point_px": [[0, 0], [9, 9]]}]}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert "cameras[0].lines[0].point_px: unknown key; did you mean points_px?" in exc.value.errors
+    assert "cameras[0].source.device_indx: unknown key; did you mean device_index?" in exc.value.errors
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("device_id: x\ncameras: [\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml, line 3, column 1: not valid YAML") as bad:
+        load_config(broken)
+    assert "<unicode string>" not in str(bad.value)
+
+
+def test_binary_and_deeply_nested_files_are_refused_cleanly(tmp_path: Path) -> None:
+    """Issue 14 item 14: a model file given as the config, or YAML nested 5,000 deep, is a clean error on the
+    command line (exit 1, no traceback)."""
+    binary = tmp_path / "model.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    for path, says in ((binary, "not a text file"), (deep, "nested too deeply")):
+        run = subprocess.run([sys.executable, "-m", "edge.cli", "validate-config", str(path)],
+                             capture_output=True, text=True, check=False)
+        assert run.returncode == 1 and says in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from edge.config import CameraConfig, load_config
 from edge.errors import EdgeError
 from edge.geometry import Calibration
+from edge.prepare import lines_in_pixels
 from edge.source import FileSource
 
 Image = npt.NDArray[np.uint8]
@@ -125,9 +126,9 @@ def draw_lines(img: Image, camera: CameraConfig) -> None:
     from edge.config import default_direction_names
 
     for line in camera.lines:
-        pts = np.array(line.points_px, np.float64)
+        pts = np.array(line.pixel_points, np.float64)
         cv2.polylines(img, [pts.round().astype(np.int32)], False, (255, 255, 255), 2, cv2.LINE_AA)
-        names = line.directions or default_direction_names(line.points_px)
+        names = line.directions or default_direction_names(line.pixel_points)
         a, b = pts[0], pts[1]
         mid = (a + b) / 2
         d = (b - a) / np.hypot(*(b - a))
@@ -159,6 +160,7 @@ def render(image: Image, camera: CameraConfig, grid_m: float = 5.0, margin_m: fl
     draw_zones(img, camera)
     if camera.calibration is not None:
         cal = Calibration.from_config(camera.calibration, where=f"cameras.{camera.name}.calibration")
+        camera = lines_in_pixels(camera, cal, f"cameras.{camera.name}")  # lines given as points_m, in the image
         draw_grid(img, cal, grid_m, margin_m, max_m_per_px)
         draw_reference_points(img, cal)
         rep = cal.reprojection

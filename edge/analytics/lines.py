@@ -52,8 +52,8 @@ class CountingLine:
 
     def __init__(self, config: LineConfig) -> None:
         self.name = config.name
-        self.points: Vec = np.asarray(config.points_px, np.float64)
-        self.directions = config.directions or default_direction_names(config.points_px)
+        self.points: Vec = np.asarray(config.pixel_points, np.float64)
+        self.directions = config.directions or default_direction_names(config.pixel_points)
         self._a = self.points[:-1]
         self._ab = self.points[1:] - self.points[:-1]
         self._len2 = np.sum(self._ab**2, axis=1)

@@ -76,7 +76,7 @@ class AnalyticsSetup:
     def from_camera(cls, camera: CameraConfig, kinematics: GroundKinematics | None) -> AnalyticsSetup:
         """A camera's setup; ``kinematics`` is its ground filter when its calibration is fitted."""
         return cls(
-            lines=tuple((c.name, c.directions or default_direction_names(c.points_px)) for c in camera.lines),
+            lines=tuple((c.name, c.directions or default_direction_names(c.pixel_points)) for c in camera.lines),
             kinematics=kinematics,
             speed_limit_kmh=camera.speeds.speed_limit_kmh,
             min_speed_count=camera.speeds.min_count_published,
