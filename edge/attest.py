@@ -64,6 +64,15 @@ def _check_encoder() -> Check:
     return Check("clip_encoder", True, f"{name}, one video stream per clip, no audio")
 
 
+def _check_encrypted(config: EdgeConfig) -> Check:
+    clips = config.clips
+    if clips.encryption is not None:
+        return Check("clips_encrypted", True, f"HPKE X25519 + AES-128-GCM to {clips.encryption.public_key_file}")
+    if clips.unencrypted_lab:
+        return Check("clips_encrypted", True, "NOT encrypted: lab opt-out (clips.unencrypted_lab); not for a street")
+    return Check("clips_encrypted", False, "clips on without clips.encryption")
+
+
 def attestation(config: EdgeConfig, config_path: Path) -> dict[str, Any]:
     """The attestation record as plain data (JSON-serialisable)."""
     model_check, model_sha = _check_model(config)
@@ -77,6 +86,7 @@ def attestation(config: EdgeConfig, config_path: Path) -> dict[str, Any]:
     ]
     if config.clips.enabled:
         checks.append(_check_encoder())
+        checks.append(_check_encrypted(config))
     clips = config.clips
     return {
         "software": {"name": "edge", "version": __version__},
@@ -93,6 +103,7 @@ def attestation(config: EdgeConfig, config_path: Path) -> dict[str, Any]:
             "max_clip_store_bytes": min(clips.max_store_bytes, PROTOCOL.limits.max_clip_store_bytes),
             "redaction": clips.redaction.model_dump() if clips.redaction else None,
             "encrypted_at_rest": clips.encryption is not None,
+            "unencrypted_lab": clips.enabled and clips.encryption is None and clips.unencrypted_lab,
             "window_s": config.windows.window_s,
             "per_object_output": False,
         },

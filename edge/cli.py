@@ -41,12 +41,47 @@ def _parse_time(text: str) -> datetime:
     return t.astimezone(UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def publish_start(video: Path, given: datetime | None, origin: datetime) -> tuple[datetime, str]:
+    """When the first frame of a replay that publishes was recorded, and where that was read: ``--start-time``,
+    else the file (its creation_time tag or name), else the config's ``windows.origin`` if it is set. A
+    dashboard must not get windows of 1970, so with none of them the replay is refused."""
+    from edge.media import recording_start
+
+    if given is not None:
+        return given, "--start-time"
+    found = recording_start(video)
+    if found is not None:
+        return found
+    if origin != _EPOCH:
+        return origin, "windows.origin of the config"
+    raise ConfigError(
+        f"{video}: publishing needs the time the video was recorded, and neither its metadata (creation_time) nor "
+        "its name says it; give it, e.g. --start-time 2024-05-01T07:00:00Z (or set windows.origin in the config)"
+    )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM in ``edge replay``: it takes the path of Ctrl-C, so the partial window is flushed and the
+    publisher drains its outbox before the process exits (with 143 instead of 130)."""
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    log.warning("SIGTERM received: stopping the replay; the partial window is flushed and published as on Ctrl-C")
+    raise Terminated
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
+    import signal
+
     from edge.attest import disable_core_dumps
     from edge.detect import Detector
     from edge.prepare import prepare, video_size
     from edge.replay import format_summary, replay
 
+    signal.signal(signal.SIGTERM, _terminated)  # as SIGINT, not the default action (no flush)
     disable_core_dumps()  # a core dump could hold frames (P2)
     config = load_config(args.config)
     if args.model_dir is not None:
@@ -54,10 +89,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             update={"detector": config.detector.model_copy(update={"model_dir": args.model_dir})}
         )
     size = video_size(args.video)
-    prepare(config, frame_sizes={config.camera(args.camera).name: size} if size else None)
+    prepare(config, frame_sizes={config.camera(args.camera).name: size} if size else None, device=False)
     detector = Detector(config.detector)
     publisher = None
     if args.mqtt is not None or args.publish:
+        args.start_time, where = publish_start(args.video, args.start_time, config.windows.origin)
+        print(f"windows start at {args.start_time.isoformat()} (from {where})")
         from edge.config import MqttConfig
         from edge.publish.mqtt import MqttPublisher
 
@@ -78,7 +115,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         drained = publisher.stop(args.flush_timeout) if publisher is not None else True
     print(f"{args.video} with {config.detector.model} ({', '.join(detector.providers)})")
     print(format_summary(summary))
-    print(f"metrics: {args.output / 'metrics.jsonl'}")
+    outputs = ["metrics.jsonl", "events.jsonl", *(["speeds.jsonl"] if summary.calibrated else [])]
+    print("output: " + ", ".join(str(args.output / name) for name in outputs))
     if summary.clips is not None:
         print(f"clips: {args.output / 'clips'} (budget {config.clips.budget_s_per_hour:g} s per hour, "
               f"{config.clips.budget_s_per_day:g} s per day)")
@@ -101,11 +139,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
+        if signum == signal.SIGHUP:  # no live reload: the same clean stop as SIGTERM, said so in the log
+            log.warning("SIGHUP received: flushing and exiting cleanly; edge run does not reload in place, a "
+                        "changed config takes effect by restarting the service (systemctl restart edge)")
+        else:
+            log.info("signal %d: stopping", signum)
         stopping.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     service.start()
     print(f"edge run: device {config.device_id}, {len(config.cameras)} camera(s), attestation "
           f"{'ok' if service.attestation['ok'] else 'FAILED'}", flush=True)
@@ -148,6 +190,10 @@ def _cmd_clips(args: argparse.Namespace) -> int:
         private_pem, public_pem = crypto.generate_keypair(password)
         args.out.mkdir(parents=True, exist_ok=True)
         private, public = args.out / "clips-private.pem", args.out / "clips-public.pem"
+        if existing := [str(p) for p in (private, public) if p.exists()]:
+            raise EdgeError(f"{' and '.join(existing)} already exist(s): nothing was overwritten. Clips encrypted for "
+                            "that public key need its private key: keep the pair, or move it away first to make a "
+                            "new one")
         fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(private_pem)
@@ -257,7 +303,8 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r.add_argument("-o", "--output", type=Path, required=True, help="output folder for metrics.jsonl")
     r.add_argument("--camera", help="camera of the config to use (default: the first)")
     r.add_argument("--start-time", type=_parse_time,
-                   help="UTC instant of the video's first frame (default: windows.origin of the config)")
+                   help="UTC instant of the video's first frame (default: windows.origin of the config; when "
+                   "publishing: the file's creation_time tag or a date in its name, else required)")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--model-dir", type=Path, help="folder with the model file (overrides the config)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -340,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

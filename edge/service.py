@@ -2,8 +2,10 @@
 
     start()  -> core dumps off, attestation, publisher (retained "online" with the attestation),
                 one worker per camera, watchdog; systemd READY=1
-    watchdog -> every second: restart a crashed worker (within a budget per hour), report stalled
-                cameras, publish health, systemd WATCHDOG=1 while the pipeline is healthy
+    watchdog -> every second: restart a crashed worker after a jittered back-off (1 s doubling to 60 s)
+                within a budget per hour, then report it "failed"; report stalled cameras; publish
+                health; systemd WATCHDOG=1 while at least one camera is healthy (streaming, retrying,
+                or waiting for its restart), so one broken camera never restarts the whole service
     stop()   -> SIGTERM: each worker closes its partial window into the outbox, then the publisher
                 flushes what it can and disconnects (the broker then publishes the retained "offline")
 
@@ -17,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import socket
 import sqlite3
 import threading
@@ -45,6 +48,9 @@ log = logging.getLogger(__name__)
 WATCHDOG_PERIOD_S = 1.0
 RESTARTS_PER_HOUR = 10
 STALL_REPORT_S = 10.0
+RESTART_BACKOFF_MIN_S = 1.0  # the first restart of a crashed worker waits 0.5-1 s ...
+RESTART_BACKOFF_MAX_S = 60.0  # ... each further one twice as long, up to 30-60 s (jittered)
+RESTART_RESET_S = 60.0  # a worker that ran this long since its restart starts its back-off afresh
 
 
 def sd_notify(message: str) -> bool:
@@ -67,6 +73,17 @@ class WorkerStats:
     restarts: int = 0
     last_frame_mono: float | None = None
     records: RecordCounts = field(default_factory=RecordCounts)  # what went to the sink
+
+
+@dataclass
+class RestartState:
+    """The watchdog's record of one camera's restarts."""
+
+    recent: deque[float] = field(default_factory=deque)  # restart times within the last hour
+    attempt: int = 0  # restarts since the worker last ran RESTART_RESET_S: the back-off step
+    due: float | None = None  # when the crashed worker is restarted; None: not scheduled
+    started: float | None = None  # when it was last restarted
+    failed: bool = False  # the hour's budget is spent: the camera stays down and is reported "failed"
 
 
 class CameraWorker:
@@ -202,7 +219,8 @@ class CameraWorker:
 class Service:
     """All cameras of one device."""
 
-    def __init__(self, config: EdgeConfig, config_path: Path, detector: ObjectDetector) -> None:
+    def __init__(self, config: EdgeConfig, config_path: Path, detector: ObjectDetector, *,
+                 rng: random.Random | None = None) -> None:
         if config.mqtt is None:
             raise ConfigError("`edge run` needs an mqtt section: the device publishes only over MQTT")
         self.config = config
@@ -210,7 +228,8 @@ class Service:
         self.publisher = MqttPublisher(config.mqtt, config.device_id, attestation=self.attestation)
         sink = MqttSink(self.publisher)  # shared by the workers; the publisher is stopped by ``stop``
         self.workers = [CameraWorker(config, cam, detector, sink) for cam in config.cameras]
-        self._restarts: dict[str, deque[float]] = {w.camera.name: deque() for w in self.workers}
+        self._restarts: dict[str, RestartState] = {w.camera.name: RestartState() for w in self.workers}
+        self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._last_health = 0.0
         self.health_interval_s = config.mqtt.health_interval_s
@@ -234,29 +253,53 @@ class Service:
                 sd_notify("WATCHDOG=1")
 
     def watchdog_tick(self, now: float | None = None) -> bool:
+        """Restart crashed workers when their back-off is over, publish health when due; True (feed the
+        systemd watchdog) while at least one camera is healthy. ``now`` is ``time.monotonic()``."""
         now = time.monotonic() if now is None else now
-        healthy = True
-        for w in self.workers:
-            if not w.alive and not w.finished and not self._stop.is_set():
-                recent = self._restarts[w.camera.name]
-                while recent and now - recent[0] > 3600:
-                    recent.popleft()
-                if len(recent) < RESTARTS_PER_HOUR:
-                    recent.append(now)
-                    w.stats.restarts += 1
-                    log.warning("camera %s: worker %s; restarting (%d in the last hour)", w.camera.name,
-                                "crashed" if w.error else "stopped", len(recent))
-                    w.start()
-                else:
-                    healthy = False
-                    log.error("camera %s: worker restart budget spent; staying down", w.camera.name)
-            age = now - w.stats.last_frame_mono if w.stats.last_frame_mono is not None else None
-            if age is not None and age > STALL_REPORT_S and w.state == SourceState.STREAMING.value:
-                healthy = False  # frames stopped but the source does not know yet: let systemd decide
+        healthy = [self._camera_ok(w, now) for w in self.workers]
         if now - self._last_health >= self.health_interval_s:
             self._last_health = now
             self.publisher.put("health", self.health())
-        return healthy
+        return any(healthy) or not healthy
+
+    def _camera_ok(self, w: CameraWorker, now: float) -> bool:
+        """One camera's turn of the watchdog: False when it is down for good (budget spent) or stalled."""
+        r = self._restarts[w.camera.name]
+        if w.alive:
+            if r.attempt and r.started is not None and now - r.started >= RESTART_RESET_S:
+                r.attempt = 0  # it ran long enough: the next crash starts the back-off afresh
+            age = now - w.stats.last_frame_mono if w.stats.last_frame_mono is not None else None
+            # frames stopped but the source does not know yet: not healthy (systemd decides if all are)
+            return not (age is not None and age > STALL_REPORT_S and w.state == SourceState.STREAMING.value)
+        if w.finished or self._stop.is_set():
+            return True
+        return self._restart_when_due(w, r, now)
+
+    def _restart_when_due(self, w: CameraWorker, r: RestartState, now: float) -> bool:
+        """A crashed worker: schedule its restart, restart it when due, or give up for the hour."""
+        while r.recent and now - r.recent[0] > 3600:
+            r.recent.popleft()
+        if len(r.recent) >= RESTARTS_PER_HOUR:
+            if not r.failed:
+                log.error("camera %s: worker restart budget spent (%d in the last hour); reported failed, "
+                          "staying down", w.camera.name, RESTARTS_PER_HOUR)
+            r.failed = True
+            return False
+        r.failed = False
+        if r.due is None:
+            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_MIN_S * 2 ** min(r.attempt, 30))
+            r.due = now + delay * self._rng.uniform(0.5, 1.0)  # jittered: cameras do not restart in step
+            log.warning("camera %s: worker %s; restarting in %.1f s", w.camera.name,
+                        "crashed" if w.error else "stopped", r.due - now)
+        if now < r.due:
+            return True  # a known retry state, like a camera that is reconnecting
+        r.due, r.started = None, now
+        r.attempt += 1
+        r.recent.append(now)
+        w.stats.restarts += 1
+        log.warning("camera %s: restarting the worker (%d in the last hour)", w.camera.name, len(r.recent))
+        w.start()
+        return True
 
     def health(self) -> DeviceHealth:
         base = self.publisher.health()
@@ -270,8 +313,11 @@ class Service:
             dt = now - t_prev
             frames_in = w.stats.frames + w.stats.dropped
             self._rates[w.camera.name] = (now, w.stats.frames, frames_in)
+            failed = self._restarts[w.camera.name].failed
             cameras[w.camera.name] = CameraHealth(
-                state=w.state, frames=w.stats.frames, dropped_frames=w.stats.dropped, restarts=w.stats.restarts,
+                state="failed" if failed else w.state, frames=w.stats.frames, dropped_frames=w.stats.dropped,
+                restarts=w.stats.restarts,
+                decode_errors=w._source.decode_errors if w._source is not None else 0,
                 fps_in=round((frames_in - in_prev) / dt, 2) if dt > 0 else 0.0,
                 fps_out=round((w.stats.frames - out_prev) / dt, 2) if dt > 0 else 0.0,
                 clip_store_bytes=_clip_bytes(w.recorder),

@@ -136,6 +136,7 @@ class Broker:
     plain_port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
     mtls_port: int = field(default_factory=free_port)
+    max_packet_size: int = 16384  # the broker's limit, announced in CONNACK (set_max_packet_size to change it)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -166,7 +167,7 @@ class Broker:
             "per_listener_settings false\n"
             f"persistence true\npersistence_location {self.workdir / 'data'}/\nautosave_interval 1\n"
             f"allow_anonymous false\npassword_file {passwd}\nacl_file {self.workdir / 'acl'}\n"
-            "max_queued_messages 100000\nmax_packet_size 16384\n"
+            f"max_queued_messages 100000\nmax_packet_size {self.max_packet_size}\n"
             "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "connection_messages true\nlog_timestamp_format %H:%M:%S\n"
             f"listener {self.plain_port} 127.0.0.1\n"
@@ -174,6 +175,13 @@ class Broker:
             f"listener {self.mtls_port} 127.0.0.1\n{tls}require_certificate true\nuse_identity_as_username true\n"
         )
         return conf
+
+    def set_max_packet_size(self, limit: int) -> None:
+        """Change the packet limit for the next :meth:`start` (a broker restart, as an operator would do)."""
+        conf = self._configure()
+        conf.write_text(conf.read_text().replace(f"max_packet_size {self.max_packet_size}\n",
+                                                 f"max_packet_size {limit}\n"))
+        self.max_packet_size = limit
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start and wait until it listens. Readiness comes from the broker's own log line (written once

@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -340,3 +341,13 @@ def test_encrypts_from_an_in_memory_stream(clip: Path, keys: tuple[Path, Path], 
     assert os.listdir(tmp_path) == ["m.enc"]
     out = _decrypt_bytes((tmp_path / "m.enc").read_bytes(), tmp_path, keys[0])
     assert out.read_bytes() == data
+
+
+def test_a_second_keygen_refuses_cleanly_and_keeps_the_first_pair(tmp_path: Path) -> None:
+    """Issue 14 item 14: the second `edge clips keygen` into the same folder overwrites nothing and says why."""
+    cmd = [sys.executable, "-m", "edge.cli", "clips", "keygen", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    first = (tmp_path / "clips-private.pem").read_bytes()
+    again = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert again.returncode == 1 and "already exist" in again.stderr and "Traceback" not in again.stderr
+    assert (tmp_path / "clips-private.pem").read_bytes() == first

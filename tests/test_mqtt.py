@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,10 @@ from jsonschema import Draft202012Validator
 
 from edge.config import MqttConfig, parse_config
 from edge.errors import ConfigError
-from edge.payloads import MessageKind, NearMissEvent, WindowSpeeds, window_msg_id
+from edge.payloads import MessageKind, NearMissEvent, SpeedStats, WindowSpeeds, window_msg_id
 from edge.publish import MqttPublisher, Outbox
+from edge.publish.mqtt import RECONNECT_FLOOR_S, RECONNECT_SPREAD_S
+from edge.publish.outbox import KINDS
 from tests.mqtt_broker import (
     DEVICE,
     DEVICE_PASSWORD,
@@ -132,9 +135,11 @@ def test_happy_path_delivers_everything_valid_and_drains(
     metrics = [make_metrics(i, ("north", "south")[i % 2], lines=3) for i in range(300)]
     events = [event(i) for i in range(10)]
     speeds = [WindowSpeeds(
-        msg_id=window_msg_id(DEVICE, "north", m.window_start, "speeds"), device=DEVICE, camera="north",
-        window_start=m.window_start, window_s=1, partial=False, speed_limit_kmh=50.0,
-        speeds={"line-0": {"in": {"car": (3, 1, 42.0, 41.5, 50.2, 1), "person": (1, 0, None, None, None, 0)}}},
+        msg_id=window_msg_id(DEVICE, "north", m.window_start, "speeds/line-0"), device=DEVICE, camera="north",
+        window_start=m.window_start, window_s=1, partial=False, line="line-0", speed_limit_kmh=50.0,
+        speeds={"in": {"car": SpeedStats(count=3, unmeasured=1, mean_kmh=42.0, p50_kmh=41.5, p85_kmh=50.2,
+                                         over_limit=1),
+                       "person": SpeedStats(count=1, unmeasured=0, over_limit=0)}},
     ) for m in metrics[:5]]
     for m in metrics:
         assert pub.put("metrics", m, m.camera) is not None
@@ -422,22 +427,147 @@ def test_message_over_the_brokers_packet_limit_is_refused_locally(
     pub.put("metrics", after, after.camera)
     pub.start()
     assert wait_until(lambda: after.msg_id in col.msg_ids("/metrics"), 10)
-    assert pub.outbox.stats().kinds["health"].rejected == 1
+    assert pub.outbox.stats().kinds["health"].rejected == 0  # kept for a broker with a higher limit
+    assert pub.outbox.stats().kinds["health"].depth >= 1
     assert "maximum packet size" in (pub.alarm or "")
     assert pub.counters().disconnects == 0
 
 
-def test_reconnect_delays_are_jittered_capped_and_slowed_for_config_faults(tmp_path: Path) -> None:
-    cfg = MqttConfig(host="127.0.0.1", outbox_path=tmp_path / "o.sqlite3", reconnect_min_s=1, reconnect_max_s=8)
+def test_messages_over_a_lowered_packet_limit_are_kept_and_sent_once_it_is_raised(
+    broker: Broker, tmp_path: Path, cleanup: Cleanup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 item 9: a broker whose Maximum Packet Size is below some messages must not make the outbox
+    delete them as rejected: they are held (one error line per connection, an alarm, ``mqtt.too_large`` in
+    health), the rest flows, and after a reconnect to a broker with a raised limit they are delivered."""
+    broker.stop()
+    broker.set_max_packet_size(512)
+    broker.start()
+    caplog.set_level(logging.INFO, logger="edge.publish.mqtt")
+    col = collector(broker, cleanup)
+    pub = publisher(broker.publisher_config(tmp_path / "outbox.sqlite3"), cleanup)
+    big = [make_metrics(i, lines=6) for i in range(12)]  # ~600-byte windows: over 512 with topic and header
+    small = [make_metrics(100 + i, lines=1) for i in range(12)]
+    for m in [x for pair in zip(big, small, strict=True) for x in pair]:
+        assert pub.put("metrics", m, m.camera) is not None
+    pub.start()
+    assert wait_until(lambda: {m.msg_id for m in small} <= set(col.msg_ids("/metrics")), 15)
+    assert wait_until(lambda: pub.outbox.stats().kinds["metrics"].acked == len(small), 5)
+    stats = pub.outbox.stats()
+    assert stats.kinds["metrics"].rejected == 0 and stats.kinds["metrics"].depth == len(big)
+    assert wait_until(lambda: pub.health().mqtt.too_large >= len(big), 5)
+    assert "maximum packet size (512 bytes)" in (pub.alarm or "")
+    assert not {m.msg_id for m in big} & set(col.msg_ids("/metrics"))
+    too_large_lines = [r for r in caplog.records if r.levelno >= logging.WARNING and "packet size" in r.getMessage()]
+    assert len(too_large_lines) == 1, [r.getMessage() for r in too_large_lines]  # one per connection
+    assert pub.counters().disconnects == 0  # nothing over the limit was sent: the broker did not cut us off
+
+    broker.stop()  # a restart with the same limit: tried again, held again, one more line
+    broker.start()
+    assert wait_until(lambda: pub.counters().reconnects >= 1 and pub.connected, 15)
+    assert wait_until(lambda: len([r for r in caplog.records if "maximum packet size of" in r.getMessage()]) == 2, 5)
+    assert pub.outbox.stats().kinds["metrics"].depth == len(big)
+
+    broker.stop()  # the operator raises the limit and restarts the broker
+    broker.set_max_packet_size(16384)
+    broker.start()
+    assert wait_until(lambda: {m.msg_id for m in big} <= set(col.msg_ids("/metrics")), 20)
+    assert wait_until(lambda: pub.outbox.stats().kinds["metrics"].depth == 0, 5)
+    assert pub.outbox.stats().kinds["metrics"].rejected == 0
+    assert wait_until(lambda: pub.health().mqtt.too_large == 0 and "packet size" not in (pub.alarm or ""), 5)
+
+
+def test_reconnect_delays_use_full_jitter_from_the_first_attempt(tmp_path: Path) -> None:
+    """A7 (issue 14 item 7): the first attempt after a loss is drawn from a wide window, not [min, 2 min]:
+    fleets of 20 clients that lost the broker together put at most 30 % of first attempts into one second."""
+    cfg = MqttConfig(host="127.0.0.1", outbox_path=tmp_path / "o.sqlite3")  # the defaults: 1 s, up to 60 s
     pub = MqttPublisher(cfg, DEVICE, rng=random.Random(7))
     try:
-        delays = [pub._delay(a, config_fault=False) for a in range(1, 50)]
-        assert all(1 <= d <= 8 for d in delays)
-        assert len({round(d, 3) for d in delays}) > 40  # jittered, not lock-step
-        assert max(delays[:1]) <= 2 and max(delays[5:]) > 4  # the cap doubles up to reconnect_max_s
+        first = [pub._delay(1, config_fault=False) for _ in range(4000)]
+        assert all(RECONNECT_FLOOR_S <= d <= RECONNECT_SPREAD_S for d in first)
+        per_second = Counter(int(d) for d in first)
+        assert len(per_second) == RECONNECT_SPREAD_S and max(per_second.values()) / len(first) <= 0.07  # flat
+        fleets = [first[i:i + 20] for i in range(0, len(first), 20)]
+        shares = [max(Counter(int(d) for d in fleet).values()) / len(fleet) for fleet in fleets]
+        assert max(shares) <= 0.30, sorted(shares)[-5:]
+        for attempt, cap in [(2, 40.0), (3, 60.0), (9, 60.0)]:  # the cap doubles up to reconnect_max_s
+            delays = [pub._delay(attempt, config_fault=False) for _ in range(500)]
+            assert all(RECONNECT_FLOOR_S <= d <= cap for d in delays) and max(delays) > 0.9 * cap
+            assert min(delays) < 0.1 * cap  # full jitter: the whole range, the low end included
         assert all(pub._delay(a, config_fault=True) >= cfg.auth_retry_s for a in range(1, 5))
     finally:
         pub.stop(0)
+    fast = MqttConfig(host="127.0.0.1", outbox_path=tmp_path / "f.sqlite3", reconnect_min_s=0.2, reconnect_max_s=1)
+    pub = MqttPublisher(fast, DEVICE, rng=random.Random(8))
+    try:
+        assert all(RECONNECT_FLOOR_S <= pub._delay(a, config_fault=False) <= 1.0 for a in range(1, 50))
+    finally:
+        pub.stop(0)
+
+
+class RefusingOutbox(Outbox):
+    """An outbox that refuses the next ``refuse`` status messages as a full disk would: put returns None."""
+
+    refuse = 0
+    refused = 0
+
+    def put(self, kind: MessageKind, topic: str, payload: bytes) -> int | None:
+        if kind == "status" and self.refuse > 0:
+            self.refuse -= 1
+            self.refused += 1
+            return None
+        return super().put(kind, topic, payload)
+
+
+def test_online_status_the_outbox_refused_is_retried_after_every_connack(
+    broker: Broker, tmp_path: Path, cleanup: Cleanup
+) -> None:
+    """Issue 14 item 5: one failed put of ``online`` must not leave the device unannounced for the session."""
+    col = collector(broker, cleanup)
+    cfg = broker.publisher_config(tmp_path / "outbox.sqlite3")
+    outbox = RefusingOutbox(cfg.outbox_path, cfg.outbox_max_bytes, {k: cfg.ttl_s(k) for k in KINDS})
+    cleanup(outbox.close)
+    outbox.refuse = 2
+    pub = publisher(cfg, cleanup, outbox=outbox)
+    pub.start()
+
+    def onlines() -> int:  # published live (not the retained copy a re-subscription gets)
+        return sum(1 for state, retained, _ in col.statuses() if state == "online" and not retained)
+
+    assert wait_until(lambda: onlines() >= 1, 8)
+    assert outbox.refused == 2 and pub.counters().connects == 1
+    broker.stop()  # a clean stop saves the collector's session
+    outbox.refuse = 1  # the first put after the next CONNACK fails too
+    broker.start()
+    assert wait_until(lambda: pub.counters().connects >= 2, 10)
+    assert wait_until(lambda: onlines() >= 2, 8)
+    assert outbox.refused == 3
+
+
+@pytest.mark.parametrize(("mode", "outcome"), [(0o600, "ok"), (0o400, "ok"), (0o644, "warn"), (0o640, "warn"),
+                                               (0o660, "warn"), (0o666, "refused"), (0o602, "refused")],
+                         ids=lambda v: f"{v:04o}" if isinstance(v, int) else str(v))
+def test_password_file_readable_by_others_warns_and_world_writable_is_refused(
+    mode: int, outcome: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 item 13: the mode of mqtt.password_file is checked where the password is read."""
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("pf-s3cret-42\n")
+    secret.chmod(mode)
+    cfg = MqttConfig(host="127.0.0.1", username=DEVICE, password_file=secret, outbox_path=tmp_path / "o.sqlite3")
+    caplog.set_level(logging.WARNING, logger="edge.publish.mqtt")
+    if outcome == "refused":
+        with pytest.raises(ConfigError, match=rf"mqtt\.password_file: .*world-writable \(mode {mode:04o}\).*chmod 600"):
+            MqttPublisher(cfg, DEVICE)
+        return
+    MqttPublisher(cfg, DEVICE).stop(0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if outcome == "ok":
+        assert not warnings
+    else:
+        assert len(warnings) == 1
+        assert str(secret) in warnings[0] and f"mode {mode:04o}" in warnings[0]
+        assert f"chmod 600 {secret}" in warnings[0]
+    assert "pf-s3cret-42" not in caplog.text  # the password itself is never logged
 
 
 # ------------------------------------------------------------------------------------- configuration
@@ -460,7 +590,7 @@ def _mqtt(**fields: Any) -> dict[str, Any]:
         ({"host": "localhost", "auth_retry_s": 5}, "mqtt.auth_retry_s"),
         ({"host": "localhost", "url": "mqtt://localhost"}, "not both"),
         ({"host": "localhost", "tls": {"ca_file": "/ca.pem", "cert_file": "/c.pem"}}, "cert_file and key_file"),
-        ({"host": "localhost", "qos": 0}, "mqtt.qos: Extra inputs are not permitted"),
+        ({"host": "localhost", "qos": 0}, "mqtt.qos: unknown key"),
     ],
 )
 def test_unsafe_or_inconsistent_mqtt_config_is_refused(fields: dict[str, Any], message: str) -> None:

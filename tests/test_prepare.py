@@ -34,6 +34,7 @@ def cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
     private, _ = crypto.generate_keypair()
     (tmp_path / "private.pem").write_bytes(private)
     (tmp_path / "garbage.pem").write_text("not a key\n")
+    (tmp_path / "raw.key").write_bytes(bytes(range(32)))  # 32 raw bytes: as likely a private key as a public one
     many = [{"name": f"line-with-a-long-name-{k:02d}", "points_px": [[0, k], [100, k]]} for k in range(40)]
     clips = {"enabled": True, "store_dir": str(tmp_path / "clips")}
     return {
@@ -44,13 +45,17 @@ def cases(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
             **clips, "encryption": {"public_key_file": str(tmp_path / "garbage.pem")}}}, "clips.encryption"),
         "private key as clip key": ({**device(tmp_path), "clips": {
             **clips, "encryption": {"public_key_file": str(tmp_path / "private.pem")}}}, "private key"),
+        "raw 32-byte clip key": ({**device(tmp_path), "clips": {
+            **clips, "encryption": {"public_key_file": str(tmp_path / "raw.key")}}}, "not a PEM public key"),
+        "clips without encryption": ({**device(tmp_path), "clips": clips}, "clips.encryption: a device writes"),
         "oversize payload": (device(tmp_path, lines=many), "payload limit"),
         "unknown model": ({**device(tmp_path), "detector": {"model": "yolox-huge"}}, "detector.model"),
     }
 
 
 @pytest.mark.parametrize("name", ["degenerate calibration", "missing clip key", "malformed clip key",
-                                  "private key as clip key", "oversize payload", "unknown model"])
+                                  "private key as clip key", "raw 32-byte clip key", "clips without encryption",
+                                  "oversize payload", "unknown model"])
 def test_validate_config_and_run_refuse_it_before_any_thread_starts(name: str, tmp_path: Path) -> None:
     data, where = cases(tmp_path)[name]
     path = tmp_path / "device.yaml"
@@ -64,6 +69,28 @@ def test_validate_config_and_run_refuse_it_before_any_thread_starts(name: str, t
         assert "edge run: device" not in proc.stdout  # the service never started ...
         assert not (tmp_path / "outbox.sqlite").exists()  # ... nor its publisher
         assert not (tmp_path / "clips").exists()  # ... nor a clip store
+
+
+def test_plaintext_clips_on_a_device_need_the_attested_lab_opt_out(tmp_path: Path) -> None:
+    """Issue 14 item 10: clips on without encryption pass only with clips.unencrypted_lab, which the
+    attestation reports; a replay (the engineer's machine) may write plaintext without it."""
+    import json
+
+    data = {**device(tmp_path), "clips": {"enabled": True, "store_dir": str(tmp_path / "clips"),
+                                          "unencrypted_lab": True}}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    attest = subprocess.run([sys.executable, "-m", "edge.cli", "attest", "-c", str(path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, check=False)
+    record = json.loads(attest.stdout)
+    (check,) = [c for c in record["checks"] if c["name"] == "clips_encrypted"]
+    assert check["ok"] and "lab opt-out" in check["detail"]
+    assert record["effective_limits"]["encrypted_at_rest"] is False
+    assert record["effective_limits"]["unencrypted_lab"] is True
+    replay_config = parse_config({**data, "clips": {"enabled": True}})
+    prepare(replay_config, device=False)  # a replay: no encryption needed
+    with pytest.raises(ConfigError, match=r"clips\.encryption"):
+        prepare(replay_config)
 
 
 def test_prepare_returns_what_it_fitted() -> None:

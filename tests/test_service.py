@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -90,6 +93,86 @@ def test_edge_run_publishes_status_metrics_and_goes_offline_on_sigterm(broker: B
         col.stop()
 
 
+def outbox_rows(path: Path, kind: str = "metrics") -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM q_{kind}").fetchone()[0])
+
+
+def test_edge_run_flushes_and_exits_cleanly_on_sighup(broker: Broker, tmp_path: Path) -> None:
+    """Issue 14 item 11: SIGHUP takes the SIGTERM path (partial window flushed, exit 0) and says in the log
+    that a reload means restarting the service; before, the default action killed the process."""
+    col = Collector(broker.plain_port, client_id="collector-hup").start()
+    try:
+        config = device_config(broker, tmp_path, realtime=True, loop=True)
+        data = yaml.safe_load(config.read_text())
+        data["mqtt"]["health_interval_s"] = 1  # the service's health says how many frames it processed
+        config.write_text(yaml.safe_dump(data))
+        env = {**os.environ, "EDGE_TEST_MQTT_PASSWORD": DEVICE_PASSWORD}
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(config)], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def frames() -> int:
+            return max([int(m.json()["cameras"]["north"]["frames"]) for m in col.messages(f"{DEVICE}/health")
+                        if "cameras" in m.json()] or [0])
+
+        try:
+            assert wait_until(lambda: frames() >= 20, 60)
+            proc.send_signal(signal.SIGHUP)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+        assert "SIGHUP received: flushing and exiting cleanly" in err and "restarting the service" in err
+        assert "edge run: stopped" in out
+        metrics_topic = f"{PREFIX}/{DEVICE}/north/metrics"
+        assert wait_until(lambda: any(m.json()["partial"] for m in col.messages(metrics_topic)), 10)
+        recs = [m.json() for m in col.messages(metrics_topic)]
+        assert recs[-1]["partial"] is True and sum(r["health"]["frames"] for r in recs) >= 20
+        assert outbox_rows(tmp_path / "outbox.sqlite") == 0  # drained before the exit
+        assert wait_until(lambda: col.messages(f"{DEVICE}/status")[-1].json().get("state") == "offline", 10)
+    finally:
+        col.stop()
+
+
+def test_replay_drains_on_sigterm_as_on_ctrl_c(broker: Broker, tmp_path: Path) -> None:
+    """Issue 14 item 11: SIGTERM mid-replay flushes the partial window and the publisher drains it (as
+    KeyboardInterrupt does); before, the default action killed the process with the window unsent."""
+    col = Collector(broker.plain_port, client_id="collector-replay-term").start()
+    try:
+        data = yaml.safe_load((REPO / "config" / "highway-overpass.yaml").read_text())
+        data["device_id"] = DEVICE
+        data["cameras"][0]["name"] = "north"
+        data["detector"] = {"model_dir": str(shared_path("models"))}
+        data["mqtt"] = broker.publisher_config(tmp_path / "outbox.sqlite").model_dump(mode="json", exclude_none=True)
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump(data))
+        env = {**os.environ, "EDGE_TEST_MQTT_PASSWORD": DEVICE_PASSWORD}
+        # 3 s into the 33 s video a window closes and is published: proof that the replay is under way
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "replay", str(shared_path("footage/highway-overpass/video1.avi")),
+             "-c", str(config), "-o", str(tmp_path / "out"), "--publish", "--start-time", "2024-05-01T07:00:57Z"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        topic = f"{PREFIX}/{DEVICE}/north/metrics"
+        try:
+            assert wait_until(lambda: len(col.messages(topic)) >= 1, 120)
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 143, err
+        assert "SIGTERM received: stopping the replay" in err
+        assert wait_until(lambda: len(col.messages(topic)) >= 2, 10)
+        first, last = (m.json() for m in col.messages(topic)[:2])
+        assert (first["window_start"], first["partial"]) == ("2024-05-01T07:00:00Z", False)
+        assert (last["window_start"], last["partial"]) == ("2024-05-01T07:01:00Z", True)
+        assert 0 < first["health"]["frames"] + last["health"]["frames"] < 500  # stopped mid-run, flushed
+        assert outbox_rows(tmp_path / "outbox.sqlite") == 0  # the publisher drained it before the exit
+    finally:
+        col.stop()
+
+
 class NoDetector:
     """A detector for tests that never reach inference."""
 
@@ -145,34 +228,107 @@ def test_replay_publishes_the_same_records_it_writes(broker: Broker, tmp_path: P
         col.stop()
 
 
-def test_watchdog_restarts_a_crashed_camera_within_its_budget(tmp_path: Path) -> None:
-    from edge.service import RESTARTS_PER_HOUR
-
+def crashing_service(tmp_path: Path, cameras: tuple[str, ...] = ("north",), seed: int = 3) -> Service:
+    """A service whose cameras are files that do not exist: each worker crashes as soon as it starts."""
     config = parse_config({
         "device_id": DEVICE, "detector": {"model_dir": str(shared_path("models"))},
         "mqtt": {"url": "mqtt://127.0.0.1:9", "outbox_path": str(tmp_path / "outbox.sqlite3")},
-        "cameras": [{"name": "north", "source": {"kind": "file", "path": str(tmp_path / "unplugged.mp4")}}],
+        "cameras": [{"name": name, "source": {"kind": "file", "path": str(tmp_path / f"unplugged-{name}.mp4")}}
+                    for name in cameras],
     })
     config_path = tmp_path / "c.yaml"
     config_path.write_text("{}")
-    service = Service(config, config_path, NoDetector())
+    return Service(config, config_path, NoDetector(), rng=random.Random(seed))
+
+
+class StubWorker(CameraWorker):
+    """A camera the watchdog sees as streaming while ``up`` (no thread, no frames); ``start`` does nothing."""
+
+    up = True
+
+    @property
+    def alive(self) -> bool:
+        return self.up
+
+    def start(self) -> None:
+        pass
+
+
+def tick_through(service: Service, start: float, end: float, step: float = 0.25) -> tuple[list[float], list[bool]]:
+    """Fake-time watchdog ticks from ``start`` to ``end``: the times a worker was restarted, and each tick's
+    verdict (True: systemd gets WATCHDOG=1). Waits for each restarted (crashing) worker to end."""
+    restarted: list[float] = []
+    fed: list[bool] = []
+    now = start
+    while now < end:
+        before = sum(w.stats.restarts for w in service.workers)
+        fed.append(service.watchdog_tick(now))
+        if sum(w.stats.restarts for w in service.workers) > before:
+            restarted.append(now)
+            assert wait_until(lambda: not any(w.alive for w in service.workers if not isinstance(w, StubWorker)), 10)
+        now += step
+    return restarted, fed
+
+
+def camera_state(service: Service, name: str) -> str:
+    cameras = service.health().cameras
+    assert cameras is not None
+    return cameras[name].state
+
+
+def test_watchdog_backs_off_and_a_dead_camera_does_not_starve_systemd_while_another_is_healthy(
+    tmp_path: Path,
+) -> None:
+    """Issue 14 item 6: restarts 0.5-1 s, 1-2 s, 2-4 s ... apart up to 30-60 s (jittered), never 10 in 10 s;
+    with its budget spent the camera is reported "failed" and WATCHDOG=1 goes on while the other camera is
+    healthy; once every camera is dead the watchdog is no longer fed."""
+    from edge.service import RESTARTS_PER_HOUR
+
+    service = crashing_service(tmp_path, ("north", "south"))
+    north = service.workers[0]
+    south = StubWorker(service.config, service.config.cameras[1], NoDetector(), north.sink)
+    service.workers[1] = south
+    north.start()
+    assert wait_until(lambda: not north.alive, 10)
+    t0 = 1000.0
+    restarted, fed = tick_through(service, t0, t0 + 1000)
+    assert len(restarted) == RESTARTS_PER_HOUR
+    assert len([t for t in restarted if t < t0 + 10]) <= 4  # before: 10 restarts in the first 10 ticks
+    gaps = [b - a for a, b in zip([t0, *restarted], restarted, strict=False)]
+    for i, gap in enumerate(gaps):
+        cap = min(60.0, 2.0**i)
+        assert cap / 2 <= gap <= cap + 0.5, (i, gaps)  # exponential, capped, jittered (+ up to 2 ticks)
+    assert len({round(g, 2) for g in gaps[-4:]}) > 1  # jitter: the capped gaps differ
+    assert all(fed)  # south streams all along: systemd is fed although north is down for good
+    assert (camera_state(service, "north"), camera_state(service, "south")) == ("failed", "streaming")
+    assert north.stats.restarts == RESTARTS_PER_HOUR
+
+    south.up = False  # now south dies too: it is retried with back-off, then given up on as well
+    _, fed = tick_through(service, t0 + 1000, t0 + 2000)
+    assert south.stats.restarts == RESTARTS_PER_HOUR
+    assert fed[0] is True and fed[-1] is False  # every camera dead: no WATCHDOG=1, systemd restarts us
+    assert camera_state(service, "south") == "failed"
+    service.publisher.stop(0)
+
+
+def test_watchdog_restarts_a_crashed_camera_within_its_budget(tmp_path: Path) -> None:
+    from edge.service import RESTARTS_PER_HOUR
+
+    service = crashing_service(tmp_path)
     worker = service.workers[0]
     worker.start()
     assert wait_until(lambda: not worker.alive, 10)
-    assert worker.error is not None and "unplugged.mp4" in str(worker.error)
-    cameras = service.health().cameras
-    assert cameras is not None
-    assert cameras["north"].state == "crashed"
-    now = 1000.0
-    for _ in range(RESTARTS_PER_HOUR + 5):
-        service.watchdog_tick(now)
-        assert wait_until(lambda: not worker.alive, 10)
-        now += 1
+    assert worker.error is not None and "unplugged-north.mp4" in str(worker.error)
+    assert camera_state(service, "north") == "crashed"
+    t0 = 1000.0
+    restarted, fed = tick_through(service, t0, t0 + 1000, step=0.5)
     assert worker.stats.restarts == RESTARTS_PER_HOUR  # then it stays down and the watchdog reports it
-    assert service.watchdog_tick(now) is False
-    service.watchdog_tick(now + 3601)  # an hour later the budget allows a restart again
-    assert worker.stats.restarts == RESTARTS_PER_HOUR + 1
-    assert wait_until(lambda: not worker.alive, 10)
+    assert fed[0] is True and fed[-1] is False  # its only camera is dead: let systemd restart the service
+    assert camera_state(service, "north") == "failed"
+    # an hour after the first restart the budget allows one again, after the (capped) back-off
+    more, _ = tick_through(service, restarted[0] + 3600.5, restarted[0] + 3700, step=0.5)
+    assert worker.stats.restarts == RESTARTS_PER_HOUR + 1 and len(more) == 1
+    assert camera_state(service, "north") == "crashed"
     service.publisher.stop(0)
 
 

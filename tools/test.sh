@@ -10,6 +10,9 @@ command -v strace >/dev/null || need+=(strace)               # file-write audit 
 command -v mosquitto >/dev/null || need+=(mosquitto)         # real broker for MQTT tests
 command -v mosquitto_passwd >/dev/null || need+=(mosquitto-clients)
 command -v openssl >/dev/null || need+=(openssl)             # per-session test CA for TLS
+command -v systemd-analyze >/dev/null || need+=(systemd)     # rates deploy/edge.service; its filter groups
+python3 -c 'import ctypes.util as u, sys; sys.exit(u.find_library("seccomp") is None)' \
+  || need+=(libseccomp2)                                     # applies that filter in a test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -173,6 +173,11 @@ def load_public_key(path: Path) -> X25519PublicKey:
         data = path.read_bytes()
     except OSError as e:
         raise ClipError(f"cannot read the clip public key {path}: {e.strerror or e}") from e
+    if b"-----BEGIN" not in data and b"PRIVATE KEY" not in data:
+        raise ClipError(
+            f"{path} is not a PEM public key ({len(data)} bytes without a 'BEGIN PUBLIC KEY' block): a raw 32-byte "
+            "key cannot be told apart from a private one; install clips-public.pem as `edge clips keygen` wrote it"
+        )
     return _public_from_bytes(data, str(path))
 
 

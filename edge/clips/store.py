@@ -89,11 +89,34 @@ def clip_id(camera: str, start_utc_s: float) -> str:
     return f"{camera}_{datetime.fromtimestamp(start_utc_s, UTC).strftime('%Y%m%dT%H%M%S_%f')[:-3]}Z"
 
 
-def _own_file(camera: str) -> re.Pattern[str]:
-    """File names of the clips of ``camera``, partial or final (any suffix), and of no other camera: the
-    time after the name makes ``cam`` and ``cam_2`` distinct."""
+def _own_file(camera: str | None) -> re.Pattern[str]:
+    """File names of the clips of ``camera`` (any camera when None), partial or final (any suffix), and of
+    no other camera: the time after the name makes ``cam`` and ``cam_2`` distinct."""
     partial = f"(?:{re.escape(PARTIAL_PREFIX)})?"
-    return re.compile(rf"{partial}{re.escape(camera)}{_CLIP_ID_TIME}(?:{re.escape(PARTIAL_MARK)})?\..+")
+    name = re.escape(camera) if camera is not None else r"[A-Za-z0-9_-]{1,64}"
+    return re.compile(rf"{partial}{name}{_CLIP_ID_TIME}(?:{re.escape(PARTIAL_MARK)})?\..+")
+
+
+def foreign_files(root: Path) -> list[str]:
+    """Names in ``root`` the clip store did not make (neither a clip, partial or final, nor its index): the
+    store sweeps the clip names it cannot account for, so it needs a folder of its own (a password file or a
+    CA certificate there would otherwise sit beside what the store deletes). Empty when ``root`` is missing."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ClipError(f"cannot list clips.store_dir {root}: {exc.strerror}") from None
+    clip = _own_file(None)
+    return sorted(n for n in names if not n.startswith(ClipStore.INDEX) and not clip.fullmatch(n))
+
+
+def refuse_foreign_files(root: Path) -> None:
+    """``ClipError`` naming the foreign files of ``root`` (see :func:`foreign_files`), if any."""
+    if found := foreign_files(root):
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ClipError(f"clips.store_dir {root} holds files the clip store did not write ({shown}); it needs a "
+                        "folder of its own: move them, or point clips.store_dir at an empty folder")
 
 
 def fsync_dir(path: Path) -> None:
@@ -119,6 +142,7 @@ class ClipStore:
         self.camera = camera
         self.retention_s = retention_days * 86_400
         self.max_bytes = max_bytes
+        refuse_foreign_files(root)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
         self._db = sqlite3.connect(root / self.INDEX, check_same_thread=False, isolation_level=None)
@@ -148,9 +172,9 @@ class ClipStore:
         store camera's only, when it has one."""
         partials = orphans = lost = 0
         files = {r[0] for r in self._db.execute("SELECT file FROM clips")}
-        own = _own_file(self.camera) if self.camera is not None else None
+        own = _own_file(self.camera)  # only names the store makes: never a file it did not write
         for entry in os.scandir(self.root):
-            if entry.name.startswith(self.INDEX) or (own is not None and not own.fullmatch(entry.name)):
+            if entry.name.startswith(self.INDEX) or not own.fullmatch(entry.name):
                 continue
             if entry.name.startswith(PARTIAL_PREFIX) and PARTIAL_MARK in entry.name:
                 os.unlink(entry.path)

@@ -6,11 +6,14 @@ publish must never stall the camera loop).
 
 The sender thread
     * connects (MQTT v5, TLS with the pinned CA, username/password or client certificate) with its own
-      back-off: the delay cap doubles per failed attempt from ``reconnect_min_s`` to ``reconnect_max_s``
-      and each delay is drawn uniformly below the cap and above ``reconnect_min_s`` (jitter, so a fleet
-      does not reconnect in lock-step after a broker restart);
+      back-off with full jitter (RELIABILITY.md A7): each delay is drawn uniformly between
+      :data:`RECONNECT_FLOOR_S` and a cap, the cap is ``max(reconnect_min_s, RECONNECT_SPREAD_S)`` for
+      the first attempt and doubles per failed attempt up to ``reconnect_max_s``. The first attempt is
+      drawn from a wide window already, so a fleet that loses its broker at the same instant does not
+      come back in lock-step (20 clients over a 20 s window: at most 30 % in any one second);
     * sets the last will, a retained ``offline`` status (QoS 1), and after every CONNACK puts a retained
-      ``online`` status and a health message in the outbox;
+      ``online`` status and a health message in the outbox; an ``online`` that the outbox could not take
+      (disk full, I/O error) is tried again every :data:`ONLINE_RETRY_S` until it is stored;
     * publishes outbox rows QoS 1, status first and then in id order, with at most ``inflight_max`` (and
       at most the broker's Receive Maximum) unacknowledged, MessageExpiryInterval set to the time left
       of the row's TTL, and deletes a row only when its PUBACK reports success;
@@ -24,11 +27,15 @@ Policies
       waits at least ``auth_retry_s`` (>= 60 s), so a wrong password never becomes a hot loop. TLS
       failures never fall back to plaintext.
     * PUBACK failures that cannot succeed on a resend ("Not authorized" (135), "Topic name invalid",
-      "Packet too large", "Payload format invalid") delete the row as ``rejected``, count an error and set
-      the alarm: resending would block every later message behind it. Other PUBACK failures (e.g.
-      "Quota exceeded") count an error, keep the row, and pause publishing for one back-off step.
-    * A message larger than the broker's Maximum Packet Size (announced in CONNACK) is rejected the same
-      way before it is sent: the broker would cut the connection for it after every reconnect.
+      "Payload format invalid") delete the row as ``rejected``, count an error and set the alarm:
+      resending would block every later message behind it. Other PUBACK failures (e.g. "Quota exceeded")
+      count an error, keep the row, and pause publishing for one back-off step.
+    * A message larger than the broker's Maximum Packet Size (announced in CONNACK) is not sent (the
+      broker would cut the connection for it) and never deleted for its size: it is held in the outbox
+      (:meth:`~edge.publish.outbox.Outbox.hold`) and tried again after the next reconnect, when the
+      broker's limit may have been raised; a PUBACK "Packet too large" (149) is handled the same way.
+      Each connection that meets such messages logs one error and sets the alarm; the health record's
+      ``mqtt.too_large`` counts the messages held on the latest connection that met any.
     * :meth:`MqttPublisher.stop` sends what it can within its timeout, then disconnects with reason
       "Disconnect with Will Message", so the broker publishes the retained ``offline`` on a clean stop too.
     * ``on_disconnect`` may fire twice for one loss (paho #870); handling it is idempotent.
@@ -42,13 +49,15 @@ import math
 import os
 import random
 import ssl
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -70,14 +79,26 @@ from edge.payloads import (
 from edge.publish.outbox import KINDS, Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: CONNACK reason codes that a retry cannot fix: the configuration (or the broker's) must change.
 CONNACK_CONFIG_FAULTS: Final = frozenset({0x85, 0x86, 0x87, 0x8A, 0x8C})
 #: PUBACK reason codes for which a resend of the same message cannot succeed.
-PUBACK_PERMANENT: Final = frozenset({0x87, 0x90, 0x95, 0x99})
+PUBACK_PERMANENT: Final = frozenset({0x87, 0x90, 0x99})
+#: PUBACK "Packet too large": the message is kept and tried again after the next reconnect.
+PUBACK_TOO_LARGE: Final = 0x95
 _DISCONNECT_WITH_WILL: Final = 0x04
 _PUBLISH_OVERHEAD_BYTES: Final = 64  # PUBLISH header and properties around the topic and payload
 _TICK_S: Final = 0.05  # longest wait in the network loop while idle: the latency of a new row
+#: Width of the first reconnect window (capped by ``reconnect_max_s``): wide enough that the clients of a
+#: fleet that lost the broker together spread out (uniform over 20 s: 20 clients put more than 30 % into
+#: one second in 0.06 % of cases, against 42 % over 5 s).
+RECONNECT_SPREAD_S: Final = 20.0
+RECONNECT_FLOOR_S: Final = 0.05  # the shortest reconnect delay: never a hot loop, even at the low end
+ONLINE_RETRY_S: Final = 1.0  # an ``online`` status the outbox refused is tried again after this
+#: Permission bits of a password file that let another user read or change it (a warning) ...
+_SECRET_SHARED_BITS: Final = 0o077
+_SECRET_WORLD_WRITABLE: Final = 0o002  # ... and the one that lets anyone replace it (refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +159,7 @@ class MqttPublisher:
         self._next_attempt_s = 0.0  # monotonic time of the next connection attempt
         self._attempt = 0  # failed attempts since the last success: the back-off step
         self._last_expire_s = self._last_health_s = 0.0
+        self._online_due_s: float | None = None  # monotonic time to (re)try putting ``online``; None: done
         # Callback results, handed from paho callbacks (run inside client.loop on the sender thread).
         self._connack: tuple[ReasonCode, Properties | None] | None = None
         self._link_lost = False
@@ -145,6 +167,8 @@ class MqttPublisher:
         self._inflight: dict[int, OutboxRow] = {}  # mid -> row
         self._window = config.inflight_max
         self._max_packet_bytes: int | None = None  # the broker's Maximum Packet Size, from CONNACK
+        self._too_large = 0  # messages held as too large, on the latest connection that met any
+        self._too_large_seen = False  # this connection has held one (and logged it)
 
     # ----------------------------------------------------------------------------------------- topics
     def topic(self, kind: MessageKind, camera: str | None = None) -> str:
@@ -165,7 +189,7 @@ class MqttPublisher:
         was dropped (counted). ``camera`` is required for metrics and events; ``leaf="speeds"`` sends a
         metrics-kind payload (kept and dropped like metrics) to ``{camera}/speeds`` instead."""
         topic = self.camera_topic(camera, leaf) if leaf is not None else self.topic(kind, camera)
-        data = payload.model_dump_json(exclude_none=True).encode()
+        data = payload.to_json().encode()
         return self.outbox.put(kind, topic, data)
 
     # ---------------------------------------------------------------------------------------- control
@@ -235,14 +259,14 @@ class MqttPublisher:
                 dropped_error={k: v.dropped_error for k, v in s.kinds.items()},
             ),
             mqtt=MqttHealth(published=c.published, acked=c.acked, errors=c.errors, reconnects=c.reconnects,
-                            connect_attempts=c.connect_attempts),
+                            connect_attempts=c.connect_attempts, too_large=self._too_large),
         )
 
     def _status(self, state: Literal["online", "offline"]) -> bytes:
         """A status payload; ``online`` carries the attestation record, the last will stays small."""
         attestation = self.attestation if state == "online" else None
         status = DeviceStatus(msg_id=str(uuid.uuid4()), device=self.device_id, state=state, attestation=attestation)
-        return status.model_dump_json(exclude_none=True).encode()
+        return status.to_json().encode()
 
     # ------------------------------------------------------------------------------------ sender thread
     def _new_client(self) -> mqtt.Client:
@@ -314,6 +338,8 @@ class MqttPublisher:
                 self._attempt += 1
                 self._next_attempt_s = time.monotonic() + self._delay(self._attempt, config_fault=fault)
             return False
+        if self._online_due_s is not None and now >= self._online_due_s:
+            self._announce_online(now)
         if now - self._last_health_s >= self.config.health_interval_s:
             self._last_health_s = now
             self.put("health", self.health())
@@ -327,19 +353,37 @@ class MqttPublisher:
     def _drained_now(self) -> bool:
         return self.outbox.depth == 0 and not self._inflight
 
-    def _safe(self, fn: Callable[[], object]) -> None:
-        """Run an outbox call on the sender thread; a bug must not kill the thread silently."""
+    def _safe(self, fn: Callable[[], _T]) -> _T | None:
+        """Run an outbox call on the sender thread; a bug must not kill the thread silently (then None)."""
         try:
-            fn()
+            return fn()
         except Exception:
             log.exception("MQTT sender: outbox call failed")
             self._errors += 1
+            return None
+
+    def _announce_online(self, now: float) -> None:
+        """Put the retained ``online`` status; if the outbox does not take it, try again later."""
+        if self._safe(lambda: self.outbox.put("status", self._status_topic, self._status("online"))) is not None:
+            self._online_due_s = None
+            return
+        if self._online_due_s is None:  # the first refusal since this CONNACK: say so once
+            log.warning("MQTT: the outbox did not take the online status; retrying every %.0f s", ONLINE_RETRY_S)
+        self._online_due_s = now + ONLINE_RETRY_S
 
     def _delay(self, attempt: int, *, config_fault: bool) -> float:
+        """Delay before connection attempt ``attempt`` (1 = the first after a loss or failure): full jitter,
+        uniform between :data:`RECONNECT_FLOOR_S` and a cap that starts at the spread window and doubles."""
         cfg = self.config
-        cap = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** min(attempt, 30))
-        delay = self._rng.uniform(cfg.reconnect_min_s, cap)
+        first = max(cfg.reconnect_min_s, RECONNECT_SPREAD_S)
+        cap = min(cfg.reconnect_max_s, first * 2 ** min(max(attempt - 1, 0), 30))
+        delay = self._rng.uniform(min(RECONNECT_FLOOR_S, cap), cap)
         return max(delay, cfg.auth_retry_s) if config_fault else delay
+
+    def _hold_s(self) -> float:
+        """Pause after a PUBACK failure worth a resend (e.g. quota): one short jittered step, not a hot loop."""
+        cfg = self.config
+        return min(cfg.reconnect_max_s, self._rng.uniform(cfg.reconnect_min_s, 2 * cfg.reconnect_min_s))
 
     def _connect(self, client: mqtt.Client) -> bool | None:
         """One connection attempt up to CONNACK. None on success, else whether it was a configuration fault."""
@@ -387,8 +431,10 @@ class MqttPublisher:
         receive_max = getattr(props, "ReceiveMaximum", None)
         self._window = min(cfg.inflight_max, receive_max or cfg.inflight_max)
         self._max_packet_bytes = getattr(props, "MaximumPacketSize", None)
+        self._too_large_seen = False
         self.outbox.release()
-        self._safe(lambda: self.outbox.put("status", self._status_topic, self._status("online")))
+        self._online_due_s = None
+        self._announce_online(time.monotonic())  # again from _step until the outbox took it
         self._safe(lambda: self.put("health", self.health()))
         log.info("MQTT connected to %s:%s as %s", cfg.broker_host, cfg.broker_port, self.client_id)
         return None
@@ -406,8 +452,12 @@ class MqttPublisher:
         """Fill the in-flight window from the outbox, run the network loop once, apply PUBACKs."""
         room = self._window - len(self._inflight)
         if room > 0 and not self._link_lost:
-            for row in self.outbox.take(room):
+            rows = self.outbox.take(room)
+            for row in rows:
                 self._send(client, row)
+            if len(rows) < room and not self._too_large_seen and self._too_large:
+                self._too_large = 0  # a whole pass on this connection held nothing: the limit was raised
+                self._alarms.pop("too_large", None)
         rc = client.loop(_TICK_S if len(self._inflight) < self._window else 1.0)
         if rc == mqtt.MQTT_ERR_NO_CONN:
             self._link_lost = True
@@ -416,10 +466,7 @@ class MqttPublisher:
 
     def _send(self, client: mqtt.Client, row: OutboxRow) -> None:
         if self._max_packet_bytes is not None and row.size + _PUBLISH_OVERHEAD_BYTES > self._max_packet_bytes:
-            # The broker would drop the connection for it, again after every reconnect: refuse it here.
-            self.outbox.reject([row.id])
-            self._failed("publish", f"a {row.kind} message of {row.size} bytes exceeds the broker's maximum "
-                         f"packet size of {self._max_packet_bytes} bytes")
+            self._hold_too_large(row)  # the broker would drop the connection for it: keep it for later
             return
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.PayloadFormatIndicator = 1
@@ -434,6 +481,22 @@ class MqttPublisher:
         self._inflight[info.mid] = row
         self._published += 1
 
+    def _hold_too_large(self, row: OutboxRow) -> None:
+        """Keep a message over the broker's packet limit: held in the outbox, never deleted for its size, and
+        sent again after the next reconnect (the limit may be raised). One error line per connection."""
+        self.outbox.hold([row.id])
+        if not self._too_large_seen:
+            self._too_large_seen = True
+            self._too_large = 0
+            self._errors += 1
+            log.error("MQTT: a %s message of %d bytes exceeds the broker's maximum packet size of %s bytes; it and "
+                      "any others like it are kept in the outbox and tried again after the next reconnect (raise "
+                      "the broker's max_packet_size)", row.kind, row.size, self._max_packet_bytes)
+        self._too_large += 1
+        limit = f" ({self._max_packet_bytes} bytes)" if self._max_packet_bytes else ""
+        self._alarms["too_large"] = (f"{self._too_large} message(s) exceed the broker's maximum packet size{limit}; "
+                                     "kept, retried after a reconnect")
+
     def _apply_pubacks(self) -> None:
         acks, self._pubacks = self._pubacks, []
         good: list[int] = []
@@ -446,7 +509,9 @@ class MqttPublisher:
                 good.append(row.id)
                 self._acked += 1
                 continue
-            if reason.value in PUBACK_PERMANENT:
+            if reason.value == PUBACK_TOO_LARGE:
+                self._hold_too_large(row)
+            elif reason.value in PUBACK_PERMANENT:
                 self.outbox.reject([row.id])
                 self._failed("publish", f"the broker refused {row.topic}: {reason} (check the broker ACL)")
             else:
@@ -458,7 +523,7 @@ class MqttPublisher:
             self.outbox.ack(good)
         if hold:
             # Wait one back-off step before sending again: a quota must not become a hot loop.
-            self._wake.wait(self._delay(1, config_fault=False))
+            self._wake.wait(self._hold_s())
             self._wake.clear()
 
     def _lost(self, client: mqtt.Client) -> None:
@@ -486,7 +551,9 @@ def _read_password(config: MqttConfig) -> str | None:
     """The password from password_file (first line) or the environment variable named by password_env."""
     if config.password_file is not None:
         try:
-            lines = config.password_file.read_text(encoding="utf-8").splitlines()
+            with config.password_file.open(encoding="utf-8") as f:
+                _check_secret_mode(config.password_file, os.fstat(f.fileno()).st_mode)
+                lines = f.read().splitlines()
         except OSError as exc:
             raise ConfigError(
                 f"mqtt.password_file: cannot read {config.password_file}: {exc.strerror}; check the path and that "
@@ -504,6 +571,20 @@ def _read_password(config: MqttConfig) -> str | None:
             )
         return value
     return None
+
+
+def _check_secret_mode(path: Path, mode: int) -> None:
+    """Refuse a world-writable password file (anyone could swap the password); warn when another user may
+    read or change it. The mode is read from the open file, so it is the file that is then read."""
+    perms = stat.S_IMODE(mode)
+    if perms & _SECRET_WORLD_WRITABLE:
+        raise ConfigError(
+            f"mqtt.password_file: {path} is world-writable (mode {perms:04o}): any user could replace the "
+            f"password; run `chmod 600 {path}` (owned by the service user), or use a systemd credential"
+        )
+    if perms & _SECRET_SHARED_BITS:
+        log.warning("mqtt.password_file: %s has mode %04o: other users may read the MQTT password; run "
+                    "`chmod 600 %s`", path, perms, path)
 
 
 def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:
