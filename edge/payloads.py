@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.types import ROAD_USER_CLASSES
 
-SCHEMA_VERSION: Literal[1] = 1
+SCHEMA_VERSION: Literal[2] = 2
 #: Namespace for deterministic message ids: the same window always gets the same msg_id, so a
 #: consumer can upsert and a duplicate delivery never double-counts.
 _MSG_NAMESPACE = uuid.UUID("6f1c1f0e-7a55-4d1e-9a3c-2b7f0a6e3c11")
@@ -27,6 +27,11 @@ if set(get_args(RoadUserClass)) != set(ROAD_USER_CLASSES):  # the contract must 
 
 class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> str:
+        """The one serialisation of every payload, in metrics.jsonl and on MQTT alike: a field without a
+        value (not configured, not measured, withheld) is left out, never written as null."""
+        return self.model_dump_json(exclude_none=True)
 
 
 class WindowHealth(Payload):
@@ -43,12 +48,19 @@ class WindowHealth(Payload):
     )
 
 
-#: Speed statistics of one line, direction and class in one window, as a compact array (payloads stay
-#: under 4 KB): [count, unmeasured, mean_kmh, p50_kmh, p85_kmh, over_limit]. ``count`` crossings had a
-#: measured speed, ``unmeasured`` had no settled velocity yet; mean, p50 and p85 (the 85th percentile, the
-#: traffic engineers' standard) are null below ``speeds.min_count_published`` crossings, so a record never
-#: reveals one road user's speed; ``over_limit`` counts crossings faster than ``speed_limit_kmh``.
-SpeedStats = tuple[int, int, float | None, float | None, float | None, int]
+class SpeedStats(Payload):
+    """Speeds of one line, direction and class in one window. The speed statistics are left out below
+    ``speeds.min_count_published`` measured crossings, so a record never reveals one road user's speed."""
+
+    count: int = Field(ge=0, description="Crossings with a measured speed.")
+    unmeasured: int = Field(ge=0, description="Crossings whose ground velocity had not settled yet (no speed).")
+    mean_kmh: float | None = Field(None, ge=0, description="Mean speed, km/h; absent below the published minimum.")
+    p50_kmh: float | None = Field(None, ge=0, description="Median speed, km/h; absent below the published minimum.")
+    p85_kmh: float | None = Field(
+        None, ge=0, description="85th percentile speed (the traffic engineers' standard), km/h; absent below the "
+        "published minimum.",
+    )
+    over_limit: int = Field(ge=0, description="Crossings faster than speed_limit_kmh.")
 
 
 class ConflictCounts(Payload):
@@ -67,7 +79,7 @@ class ConflictCounts(Payload):
 class WindowHeader(Payload):
     """What every per-window record starts with; (device, camera, window_start) is its key."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     msg_id: str = Field(description="Deterministic id of (device, camera, window_start, record kind).")
     device: str
     camera: str
@@ -91,14 +103,13 @@ class WindowMetrics(WindowHeader):
 
 
 class WindowSpeeds(WindowHeader):
-    """Speeds at the counting lines per window, for a calibrated camera (a record of its own: with the
-    counts it would not fit the 4 KB payload limit). Keyed like the metrics by (device, camera,
-    window_start)."""
+    """Speeds at one counting line per window, for a calibrated camera: a record per line (with the counts
+    they would not fit the 4 KB payload limit). Keyed by (device, camera, window_start, line)."""
 
+    line: str = Field(description="The counting line, as named in the config.")
     speed_limit_kmh: float = Field(gt=0, description="The limit behind over_limit.")
-    speeds: dict[str, dict[str, dict[RoadUserClass, SpeedStats]]] = Field(
-        description="Line -> direction -> class -> [count, unmeasured, mean_kmh, p50_kmh, p85_kmh, over_limit]; "
-        "classes without crossings are left out."
+    speeds: dict[str, dict[RoadUserClass, SpeedStats]] = Field(
+        description="Direction -> class -> speed statistics; classes without crossings are left out."
     )
 
 
@@ -128,7 +139,7 @@ class NearMissEvent(Payload):
     conflict's location rounded to a metre; never track ids, boxes, trajectories, plates or images.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     msg_id: str = Field(max_length=64, description="Unique id of the event (UUID); a duplicate delivery repeats it.")
     device: str = Field(pattern=_NAME)
     camera: str = Field(pattern=_NAME)
@@ -168,7 +179,7 @@ class DeviceStatus(Payload):
     """Retained availability on ``{prefix}/{device}/status``: ``online`` after every connect, ``offline`` as
     the last will (sent by the broker when the device vanishes) and on a clean stop."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     msg_id: str = Field(max_length=64, description="Unique id (UUID) of this status message.")
     device: str = Field(pattern=_NAME)
     state: Literal["online", "offline"]
@@ -198,16 +209,27 @@ class MqttHealth(Payload):
     errors: int = Field(ge=0, description="PUBACK failures and failed connection attempts.")
     reconnects: int = Field(ge=0, description="Successful connections after the first.")
     connect_attempts: int = Field(ge=0, description="Connection attempts, successful or not.")
+    too_large: int = Field(
+        0, ge=0, description="Messages over the broker's Maximum Packet Size held in the outbox (kept, never "
+        "deleted for their size, and tried again after the next reconnect), on the latest connection that met "
+        "any; 0 once a connection sends everything.",
+    )
 
 
 class CameraHealth(Payload):
-    state: Literal["connecting", "streaming", "reconnecting", "closed", "crashed", "stopped"] = Field(
-        description="The camera source's state, or the worker's when it is not running."
+    state: Literal["connecting", "streaming", "reconnecting", "closed", "crashed", "stopped", "failed"] = Field(
+        description="The camera source's state, or the worker's when it is not running; \"failed\": the worker "
+        "crashed too often (its restart budget per hour is spent) and stays down."
     )
     frames: int = Field(ge=0, description="Frames processed since start.")
     fps_in: float = Field(ge=0, description="Frames the source delivered per second since the last health record.")
     fps_out: float = Field(ge=0, description="Frames processed per second since the last health record.")
     dropped_frames: int = Field(ge=0, description="Frames the live reader replaced before they were processed.")
+    decode_errors: int = Field(
+        0, ge=0, description="Video packets of the camera's source that did not decode (corrupt data, skipped), "
+        "plus one for a file that ended early (truncated or damaged): a camera since its worker started, a file "
+        "since it was last opened.",
+    )
     restarts: int = Field(ge=0, description="Times the watchdog restarted this camera's worker.")
     frame_age_s: float | None = Field(None, ge=0, description="Seconds since the last processed frame.")
     clips_written: int = Field(ge=0)
@@ -228,7 +250,7 @@ class CameraHealth(Payload):
 class DeviceHealth(Payload):
     """Delivery health on ``{prefix}/{device}/health``: after each connect and periodically while connected."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     msg_id: str = Field(max_length=64, description="Unique id (UUID) of this health message.")
     device: str = Field(pattern=_NAME)
     time: str = Field(max_length=32, description="ISO 8601 UTC instant the figures were taken.")

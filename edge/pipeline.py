@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from edge.analytics.conflicts import NearMiss
 from edge.analytics.kinematics import GroundKinematics
 from edge.analytics.lines import Crossing, LineCounter
 from edge.analytics.registry import ANALYTICS, AnalyticFactory, AnalyticsSetup, build_analytics
+from edge.analytics.speeds import MPS_TO_KMH
 from edge.analytics.windows import WindowAggregator, WindowRecord
 from edge.clips.recorder import ClipRecorder
 from edge.clips.redact import BoxCarrier, plate_regions
@@ -30,6 +31,7 @@ from edge.config import CameraConfig, EdgeConfig
 from edge.geometry import Calibration
 from edge.motion import MotionGate
 from edge.payloads import NearMissEvent, iso_utc
+from edge.prepare import lines_in_pixels
 from edge.track import ByteTracker
 from edge.types import MOTOR_VEHICLE_CLASSES, ROAD_USER_CLASSES, Detections, Frame, Tracks
 
@@ -83,6 +85,8 @@ class Totals:
 
     frames: int = 0
     crossings: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    #: Motor-vehicle crossing speeds (km/h) per (line, direction): one float per measured crossing of the run.
+    speeds_kmh: defaultdict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 #: Slack on ``detect_interval_s`` for the rounding of media times (``index / fps``), far below a frame.
@@ -125,6 +129,9 @@ class CameraPipeline:
                  registry: Sequence[AnalyticFactory] = ANALYTICS) -> None:
         """``start_utc_s`` maps media time to UTC for file sources; live frames bring their own clock.
         ``registry``: the analytics to build from the camera's config (``edge.analytics.registry``)."""
+        calibration = (Calibration.from_config(camera.calibration, where=f"cameras.{camera.name}.calibration")
+                       if camera.calibration is not None else None)
+        camera = lines_in_pixels(camera, calibration, f"cameras.{camera.name}")  # ground lines (points_m) placed
         self.camera = camera
         self.detector = detector
         self.device = config.device_id
@@ -134,8 +141,6 @@ class CameraPipeline:
         self.detected_frames = 0
         self._last_redaction = np.zeros((0, 4), np.float32)
         self.counter = LineCounter(camera.lines, camera.counting.hysteresis_px)
-        calibration = (Calibration.from_config(camera.calibration, where=f"cameras.{camera.name}.calibration")
-                       if camera.calibration is not None else None)
         self.kinematics = GroundKinematics(camera.kinematics, calibration) if calibration else None
         self.analytics = build_analytics(AnalyticsSetup.from_camera(camera, self.kinematics), registry)
         self.windows = WindowAggregator(config.device_id, camera.name, config.windows.window_s,
@@ -201,6 +206,10 @@ class CameraPipeline:
         if self.kinematics is not None:
             size = frame.source_size or (frame.image.shape[1], frame.image.shape[0])  # the boxes' pixels
             ground = self.kinematics.update(tracks, frame.t_s, size)
+            for c in crossings:
+                speed_mps = ground.speed_of(c.tracker_id)
+                if speed_mps is not None and ROAD_USER_CLASSES[c.class_id] in MOTOR_VEHICLE_CLASSES:
+                    self.totals.speeds_kmh[(c.line, c.direction)].append(speed_mps * MPS_TO_KMH)
         near_misses = update_all(self.analytics, AnalyticsFrame(frame.t_s, tracks, crossings, ground))
         return [self._event(frame, nm) for nm in near_misses]
 

@@ -7,6 +7,11 @@ join them. Nothing is dropped in replay: a stage that runs ahead waits.
 Output: ``OUTDIR/metrics.jsonl`` with one record per window (the last partial window included and marked),
 ``OUTDIR/events.jsonl`` with the near-misses and, for a calibrated camera, ``OUTDIR/speeds.jsonl`` with
 the speeds per window; all byte-identical for the same video and config.
+
+The summary says how many frames were read of those the container lists and how many decode errors the
+source met; a damaged or truncated file (more than 1 % of the frames missing, or any decode error) is
+flagged with WARNING lines in the summary (the source logs a WARNING too), and the exit status stays 0: the
+records written cover the frames read, at their own media time (frames lost to damage leave their gap).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edge.analytics.speeds import speed_stats
 from edge.clips.recorder import ClipCounters, WindowClipTally, build_recorder
 from edge.config import EdgeConfig
 from edge.detect import DetectorTimes
@@ -28,7 +34,7 @@ from edge.errors import EdgeError
 from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector, StageTimes
 from edge.publish.mqtt import MqttPublisher
 from edge.sinks import FanOutSink, JsonlSink, MqttSink, RecordCounts, RecordSink
-from edge.source import FileSource
+from edge.source import FileSource, short_of
 from edge.stages import Prefetch
 from edge.types import ROAD_USER_CLASSES, Frame
 
@@ -61,6 +67,30 @@ class ReplaySummary:
     clips: ClipCounters | None = None
     events: dict[str, int] = field(default_factory=dict)
     detected_frames: int = 0
+    #: Frames the container lists (or duration x fps; capped by ``max_frames``); None when unknown.
+    frames_expected: int | None = None
+    #: Packets that did not decode, plus one when the file ended early (``FileSource.decode_errors``).
+    decode_errors: int = 0
+    #: Whether the camera is calibrated (speeds and near-misses are measured).
+    calibrated: bool = False
+    #: Motor-vehicle crossing speeds over the whole run, km/h, per (line, direction); calibrated cameras only.
+    speeds_kmh: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: Turning movements over the whole run (movement -> class -> count); None without zones.
+    movements: dict[str, dict[str, int]] | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of the summary must know about the input: missing frames, decode errors."""
+        found = []
+        if short_of(self.frames, self.frames_expected):
+            expected = self.frames_expected or 0
+            found.append(f"read {self.frames} of the {expected} frames the container lists "
+                         f"({100 * (expected - self.frames) / expected:.1f} % missing): the file is truncated or "
+                         "damaged; the counts cover only the frames read")
+        if self.decode_errors:
+            found.append(f"{self.decode_errors} decode error(s): damaged video data was skipped, or the file "
+                         "ended early (the log says where)")
+        return found
 
     @property
     def fps(self) -> float:
@@ -106,7 +136,10 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
                 sink.close()
             finally:
                 files.discard()
-            video_s = pipeline.totals.frames / source.fps
+            video_s = source.media_s
+            expected = source.expected_frames
+            frames_expected = expected if max_frames is None or expected is None else min(max_frames, expected)
+            decode_errors = source.decode_errors
     finally:
         if recorder is not None:
             recorder.close()
@@ -117,7 +150,9 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
         times=pipeline.times, detector_times=getattr(detector, "times", None), counts=dict(pipeline.totals.crossings),
         lines=[(line.name, line.directions) for line in pipeline.counter.lines], windows=counts.windows,
         clips=recorder.counters if recorder else None, events=dict(counts.events),
-        detected_frames=pipeline.detected_frames,
+        detected_frames=pipeline.detected_frames, frames_expected=frames_expected, decode_errors=decode_errors,
+        calibrated=pipeline.kinematics is not None, speeds_kmh=dict(pipeline.totals.speeds_kmh),
+        movements=counts.movements_total() if cam.movements is not None else None,
     )
 
 
@@ -148,28 +183,76 @@ def _run(source: FileSource, pipeline: CameraPipeline, tally: WindowClipTally, s
     return decoded.busy_s
 
 
-def format_summary(s: ReplaySummary) -> str:
-    """Counts per line, direction and class, then frames, throughput and speed against real time."""
-    header = ["line", "direction", *ROAD_USER_CLASSES, "total"]
-    rows = [header]
+#: What the default direction names mean on screen (``edge.config.default_direction_names``).
+_DIRECTION_LEGEND = ("directions: up/down = crossing towards the top/bottom of the image (for a camera looking\n"
+                     "  along the road, up is away from it), left/right = towards that edge; "
+                     "lines[].directions names them")
+
+
+def _table(rows: list[list[str]]) -> str:
+    """Rows of cells as aligned columns: the first two left-aligned (names), the rest right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows)
+
+
+def _speed_cells(speeds_kmh: list[float]) -> list[str]:
+    """Measured crossings, mean and p85 (km/h) of the motor vehicles on one line and direction."""
+    if not speeds_kmh:
+        return ["0", "-", "-"]
+    st = speed_stats(speeds_kmh, speed_limit_kmh=1e9)
+    return [str(st.count), f"{st.mean_kmh:.0f}", f"{st.p85_kmh:.0f}"]
+
+
+def _counts_table(s: ReplaySummary) -> str:
+    if not s.lines:
+        return "(no counting lines configured)"
+    speeds = bool(s.speeds_kmh) or s.calibrated
+    rows = [["line", "direction", *ROAD_USER_CLASSES, "total",
+             *(["measured", "mean km/h", "p85 km/h"] if speeds else [])]]
     for name, dirs in s.lines:
         for d in dirs:
             per_class = [s.counts.get((name, d, c), 0) for c in ROAD_USER_CLASSES]
-            rows.append([name, d, *map(str, per_class), str(sum(per_class))])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    table = "\n".join("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
-                                for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows)
-    if len(rows) == 1:
-        table = "(no counting lines configured)"
-    clips = ""
-    if s.events:
-        clips += "\nnear-misses " + ", ".join(f"{k} {v}" for k, v in sorted(s.events.items()))
+            rows.append([name, d, *map(str, per_class), str(sum(per_class)),
+                         *(_speed_cells(s.speeds_kmh.get((name, d), [])) if speeds else [])])
+    table = _table(rows)
+    if any(d in {"up", "down", "left", "right"} for _, dirs in s.lines for d in dirs):
+        table += "\n" + _DIRECTION_LEGEND
+    if speeds:
+        table += "\nspeeds: of the motor vehicles whose ground velocity had settled when they crossed"
+    return table
+
+
+def _movements_table(movements: dict[str, dict[str, int]]) -> str:
+    rows = [["movement", "", *ROAD_USER_CLASSES, "total"]]
+    for name in sorted(movements):
+        per_class = [movements[name].get(c, 0) for c in ROAD_USER_CLASSES]
+        rows.append([name, "", *map(str, per_class), str(sum(per_class))])
+    return "\n\n" + _table(rows) if len(rows) > 1 else "\n\nmovements: none completed"
+
+
+def _clips_line(c: ClipCounters) -> str:
+    return (f"\nclips written {c.written} ({c.frames_written} frames, {c.written_s:.1f} s kept) | dropped: "
+            f"budget {c.dropped_budget}, busy {c.dropped_busy}, disk full {c.dropped_enospc}, "
+            f"redaction {c.dropped_redaction}, corrupt data {c.dropped_corrupt}, reconnect "
+            f"{c.dropped_reconnect}, failed {c.failed}")
+
+
+def format_summary(s: ReplaySummary) -> str:
+    """Counts per line, direction and class (with speeds on a calibrated camera), turning movements and
+    near-misses when configured, then frames, throughput, speed against real time and any warnings."""
+    out = _counts_table(s)
+    if s.movements is not None:
+        out += _movements_table(s.movements)
+    if s.calibrated or s.events:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.events.items()))
+        out += f"\n\nnear-misses {sum(s.events.values())}" + (f" ({kinds})" if kinds else "")
     if s.clips is not None:
-        c = s.clips
-        clips += (f"\nclips written {c.written} ({c.frames_written} frames, {c.written_s:.1f} s kept) | dropped: "
-                  f"budget {c.dropped_budget}, busy {c.dropped_busy}, disk full {c.dropped_enospc}, "
-                  f"redaction {c.dropped_redaction}, failed {c.failed}")
+        out += _clips_line(s.clips)
+    expected = "unknown" if s.frames_expected is None else str(s.frames_expected)
+    warnings = "".join(f"\nWARNING: {w}" for w in s.warnings)
     return (
-        f"{table}\n\nframes {s.frames} | video {s.video_s:.1f} s | wall {s.wall_s:.1f} s | "
-        f"{s.fps:.1f} fps | {s.x_real_time:.1f}x real time | windows {s.windows}{clips}"
+        f"{out}\n\nframes {s.frames} read of {expected} expected | decode errors {s.decode_errors} | "
+        f"video {s.video_s:.1f} s | wall {s.wall_s:.1f} s | {s.fps:.1f} fps | {s.x_real_time:.1f}x real time | "
+        f"windows {s.windows}{warnings}"
     )

@@ -68,7 +68,7 @@ class JsonlSink:
         out = self._files.get(name)
         if out is None:
             raise ValueError(f"this JsonlSink writes no {name}.jsonl: create it with speeds=True")
-        out.write(record.model_dump_json() + "\n")
+        out.write(record.to_json() + "\n")
 
     def window(self, record: WindowMetrics) -> None:
         self._write("metrics", record)
@@ -119,9 +119,21 @@ class RecordCounts:
     windows: int = 0
     speeds_records: int = 0
     events: Counter[str] = field(default_factory=Counter)
+    #: Turning movements summed over the windows: (movement, class) -> count.
+    movements: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def window(self, record: WindowMetrics) -> None:
         self.windows += 1
+        for name, per_class in (record.movements or {}).items():
+            for cls, n in per_class.items():
+                self.movements[(name, cls)] += n
+
+    def movements_total(self) -> dict[str, dict[str, int]]:
+        """The summed movements as movement -> class -> count."""
+        out: dict[str, dict[str, int]] = {}
+        for (name, cls), n in self.movements.items():
+            out.setdefault(name, {})[cls] = n
+        return out
 
     def speeds(self, record: WindowSpeeds) -> None:
         self.speeds_records += 1

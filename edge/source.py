@@ -8,18 +8,21 @@ invariant P1).
 Each source can hand the *encoded* video packets to a tap (``on_packet``) before decoding them: the
 pre-event buffer keeps those compressed packets in RAM, so a clip costs nothing until an event needs it.
 
-``FileSource`` replays a file deterministically: frame ``i`` has media time ``t_s = i / fps`` and no wall
-clock. ``LiveSource`` reads an RTSP (or other FFmpeg network) URL or a USB device in a background thread
-that keeps only the newest frame, detects stalls by frame age, and reopens the stream with capped
-exponential backoff and full jitter forever, until ``close()``. Live frames carry ``t_s =
-time.monotonic()`` and ``wall_time_s = time.time()`` at capture. Open and read timeouts are passed to
-FFmpeg's interrupt callback (``av.open(..., timeout=(open_s, read_s))``); FFmpeg's own default would
-block for a long time on a silent peer.
+``FileSource`` replays a file deterministically, with no wall clock: a frame's media time ``t_s`` is
+``index / fps``, except that frames lost to damaged data leave their gap (measured by the pts of the next
+frame that decodes) instead of shifting every later time.
+``LiveSource`` reads an RTSP (or other FFmpeg network) URL or a USB device in a background thread that keeps
+only the newest frame, detects stalls by frame age, and reopens the stream with capped exponential backoff
+and full jitter forever, until ``close()``. Live frames carry ``t_s = time.monotonic()`` and ``wall_time_s =
+time.time()`` at capture. Open and read timeouts are passed to FFmpeg's interrupt callback (``av.open(...,
+timeout=(open_s, read_s))``); FFmpeg's own default would block for a long time on a silent peer.
 
 A packet that does not decode (corrupt or truncated data) is a ``DecodeError``: both sources skip it,
-count it (``decode_errors``) and read on; a live source reopens only when no frame decodes for
-``read_timeout_s`` (a stall). Each open is a stream session (``StreamInfo.session``, ``Frame.session``):
-pts restart, so packets of different sessions are never mixed in a clip.
+count it (``decode_errors``) and read on (the decoder resumes at the next frame it can rebuild, for H.264
+the next keyframe); a file that ends short of the frames its container lists (truncated) is counted and
+reported too; a live source reopens only when no frame decodes for ``read_timeout_s`` (a stall). Each
+open is a stream session (``StreamInfo.session``, ``Frame.session``): pts restart, so packets of different
+sessions are never mixed in a clip.
 """
 
 from __future__ import annotations
@@ -57,12 +60,16 @@ __all__ = [
     "SourceState",
     "backoff_delay_s",
     "open_source",
+    "short_of",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Frame rate assumed when a file's container reports none.
 FALLBACK_FPS: Final = 25.0
+#: A file whose frames fall short of the count its container lists by more than this fraction is reported
+#: (a warning, one decode error, a line in the replay summary): truncated, or frames lost to damage.
+SHORTFALL_WARN_FRACTION: Final = 0.01
 #: Codecs of FFmpeg's "tty" family, which render any .txt/.nfo/.ans text file as ANSI-art frames. A text
 #: file is never camera footage: refuse it.
 _TEXT_AS_VIDEO_CODECS: Final = frozenset({"ansi", "bintext", "xbin", "idf"})
@@ -149,6 +156,107 @@ def _bgr(frame: av.VideoFrame, fit_px: tuple[int, int] | None) -> npt.NDArray[np
     return np.asarray(frame.to_ndarray(width=w, height=h, format="bgr24", interpolation="AREA"), np.uint8)
 
 
+def short_of(read: int, expected: int | None) -> bool:
+    """Whether ``read`` frames fall short of ``expected`` by more than ``SHORTFALL_WARN_FRACTION``."""
+    return expected is not None and expected - read > SHORTFALL_WARN_FRACTION * expected
+
+
+def _expected_frames(container: av.container.InputContainer, video: av.video.stream.VideoStream,
+                     fps: float) -> int | None:
+    """Frames the container lists for the video stream, else its duration x fps; None when unknown."""
+    if video.frames and video.frames > 0:
+        return int(video.frames)
+    if video.duration is not None and video.time_base is not None:
+        seconds = float(video.duration * video.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / av.time_base
+    else:
+        return None
+    return round(seconds * fps) if seconds > 0 else None
+
+
+def _mp4_without_index(path: Path) -> bool:
+    """Whether ``path`` starts like an MP4/MOV (an ``ftyp`` box) but has no ``moov`` box (its index): a
+    recording cut off before the recorder wrote the index at its end."""
+    try:
+        with path.open("rb") as f:
+            size, pos = path.stat().st_size, 0
+            types: list[bytes] = []
+            while pos + 8 <= size and len(types) < 64:
+                f.seek(pos)
+                head = f.read(16)
+                box_size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if box_size == 1 and len(head) == 16:
+                    box_size = int.from_bytes(head[8:16], "big")
+                types.append(kind)
+                if box_size < 8:
+                    break
+                pos += box_size
+    except OSError:
+        return False
+    return bool(types) and types[0] == b"ftyp" and b"moov" not in types
+
+
+def _open_file(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """The opened file and its video stream (every other stream discarded); ``SourceError`` saying what to
+    check when the file is missing, is no video, or cannot be read."""
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise SourceError(f"video file {path} {what}; check the path (relative paths are resolved from the "
+                          f"current directory {Path.cwd()})")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError) as exc:
+        if _mp4_without_index(path):
+            raise SourceError(
+                f"cannot open {path}: the MP4 has no index (moov box), so the recording was cut off before "
+                "it was finished (a truncated file, e.g. a recorder that lost power); it cannot be replayed "
+                "as it is (tools such as untrunc rebuild the index from an intact recording of the same camera)"
+            ) from None
+        raise SourceError(f"cannot open {path} as a video ({exc}); check that it is a video file "
+                          f"(`ffprobe {path}` should list a video stream)") from None
+    try:
+        video = _video_only(container)
+    except SourceError:
+        container.close()
+        raise SourceError(f"{path} has no video stream; check it with `ffprobe {path}`") from None
+    codec = video.codec_context.name
+    if codec in _TEXT_AS_VIDEO_CODECS:
+        container.close()
+        raise SourceError(f"{path} is a text file (FFmpeg would render it as {codec!r} text art), not a "
+                          f"video; check the path (`ffprobe {path}` shows its format)")
+    return container, video
+
+
+class _MediaClock:
+    """Media time of a file's decoded frames: frame slots of ``1 / fps`` from the first frame, so a clean file
+    gives ``t_s = index / fps`` exactly. After damaged data (a decode error), the next frame's pts measures
+    how many slots were lost, and time moves on by as many: the frames lost to damage leave their gap instead
+    of shifting every later time. Only then are pts used: some containers (AVI with packed B-frames) carry
+    pts out of presentation order, which would jitter every frame's time."""
+
+    def __init__(self, time_base: Fraction | None, fps: float) -> None:
+        self._time_base, self._fps = time_base, fps
+        self._slot: int | None = None
+        self._last_pts: int | None = None
+        self.damaged = False  # set by the source on a decode error; cleared by the next frame
+        self.last_s: float | None = None
+
+    def __call__(self, pts: int | None) -> float:
+        step = 1
+        if self.damaged and pts is not None and self._last_pts is not None and self._time_base is not None:
+            step = max(1, round(float((pts - self._last_pts) * self._time_base) * self._fps))
+        self._slot = 0 if self._slot is None else self._slot + step
+        self._last_pts, self.damaged = pts, False
+        self.last_s = self._slot / self._fps
+        return self.last_s
+
+    @property
+    def covered_s(self) -> float:
+        """Media seconds from the first frame to the end of the last one (0 before the first frame)."""
+        return 0.0 if self.last_s is None else self.last_s + 1.0 / self._fps
+
+
 # ------------------------------------------------------------------------------------------------ file
 class FileSource:
     """A recorded video file, decoded frame by frame until the end of the file.
@@ -156,11 +264,13 @@ class FileSource:
     Iteration is single pass: a second ``for`` loop continues where the first one stopped. Frames are
     BGR uint8 ``HxWx3``, scaled down for a model input of ``fit_px`` when given (the analysis copy, see
     ``Frame``);
-    ``Frame.t_s = index / fps`` (media time, deterministic), ``Frame.pts`` the stream timestamp, and
-    ``Frame.wall_time_s is None``. ``on_packet`` receives each encoded packet.
+    ``Frame.t_s`` the media time from the frame's pts (seconds since the first frame; deterministic),
+    ``Frame.pts`` the stream timestamp, and ``Frame.wall_time_s is None``. ``on_packet`` receives each
+    encoded packet. A file that ends more than ``SHORTFALL_WARN_FRACTION`` short of ``expected_frames``
+    is logged as a warning and counted as one decode error.
 
-    Raises ``SourceError`` at construction when the file is missing, cannot be opened, or has no
-    decodable video frame.
+    Raises ``SourceError`` at construction when the file is missing, cannot be opened (an MP4 cut off
+    before its index was written, among others), or has no decodable video frame.
     """
 
     def __init__(self, path: Path, on_packet: PacketTap | None = None,
@@ -168,33 +278,8 @@ class FileSource:
         self._path = Path(path)
         self._on_packet = on_packet
         self._fit_px = fit_px
-        if not self._path.is_file():
-            what = "is not a file" if self._path.exists() else "does not exist"
-            raise SourceError(
-                f"video file {self._path} {what}; check the path (relative paths are resolved from "
-                f"the current directory {Path.cwd()})"
-            )
-        try:
-            container = av.open(str(self._path), mode="r")
-        except (av.FFmpegError, OSError) as exc:
-            raise SourceError(
-                f"cannot open {self._path} as a video ({exc}); check that it is a video file "
-                f"(`ffprobe {self._path}` should list a video stream)"
-            ) from None
-        try:
-            video = _video_only(container)
-        except SourceError:
-            container.close()
-            raise SourceError(
-                f"{self._path} has no video stream; check it with `ffprobe {self._path}`"
-            ) from None
+        container, video = _open_file(self._path)
         codec = video.codec_context.name
-        if codec in _TEXT_AS_VIDEO_CODECS:
-            container.close()
-            raise SourceError(
-                f"{self._path} is a text file (FFmpeg would render it as {codec!r} text art), not a "
-                f"video; check the path (`ffprobe {self._path}` shows its format)"
-            )
         rate = video.average_rate or video.guessed_rate
         fps = float(rate) if rate else 0.0
         if not math.isfinite(fps) or fps <= 0:
@@ -202,6 +287,9 @@ class FileSource:
             fps = FALLBACK_FPS
         self._fps = fps
         self._frame_count = int(video.frames) if video.frames and video.frames > 0 else None
+        self._expected = _expected_frames(container, video, fps)
+        self._clock = _MediaClock(video.time_base, fps)
+        self._read_failed = False
         self._container: av.container.InputContainer | None = container
         self._video = video
         self._next_index, self._decode_errors = 0, 0
@@ -235,12 +323,13 @@ class FileSource:
                 decoded = _decode_packet(packet)
             except DecodeError as exc:
                 self._decode_errors += 1
+                self._clock.damaged = True
                 _log_decode_error(self._path, self._decode_errors, exc)
                 continue
             for frame in decoded:
                 index = self._next_index
                 self._next_index += 1
-                yield Frame(_bgr(frame, self._fit_px), index, t_s=index / self._fps, pts=frame.pts,
+                yield Frame(_bgr(frame, self._fit_px), index, t_s=self._clock(frame.pts), pts=frame.pts,
                             source_size=(frame.width, frame.height), session=self.info.session)
 
     @property
@@ -254,13 +343,29 @@ class FileSource:
 
     @property
     def decode_errors(self) -> int:
-        """Packets that did not decode (skipped), plus a read error that ended the file early."""
+        """Packets that did not decode (skipped), plus one when the file ended early: a read error, or
+        the end of the file more than ``SHORTFALL_WARN_FRACTION`` short of ``expected_frames``."""
         return self._decode_errors
 
     @property
     def frame_count(self) -> int | None:
         """Frame count from the container (an estimate for some formats), or None when unknown."""
         return self._frame_count
+
+    @property
+    def expected_frames(self) -> int | None:
+        """Frames the file should give: the container's count, else its duration x fps; None if unknown."""
+        return self._expected
+
+    @property
+    def frames_read(self) -> int:
+        """Frames decoded so far."""
+        return self._next_index
+
+    @property
+    def media_s(self) -> float:
+        """Media seconds read so far: from the first frame to the end of the last one, by their pts."""
+        return self._clock.covered_s
 
     @property
     def size(self) -> tuple[int, int]:
@@ -282,8 +387,22 @@ class FileSource:
             yield from self._frames
         except av.FFmpegError as exc:  # the demuxer cannot read on (a cut or damaged file)
             self._decode_errors += 1
+            self._read_failed = True
             logger.warning("reading %s stopped at frame %d: %s", self._path, self._next_index, exc)
+        if self._container is not None:  # the file ended (not closed while being read)
+            self._check_complete()
         logger.info("end of %s after %d frames", self._path, self._next_index)
+
+    def _check_complete(self) -> None:
+        """At the end of the file: warn, and count one decode error, when frames are missing."""
+        read, expected = self._next_index, self._expected
+        if not short_of(read, expected):
+            return
+        if not self._read_failed:  # a read error that ended the file was counted already
+            self._decode_errors += 1
+        logger.warning("%s ended after %d of the %s frames its container lists (%.1f %% missing, %d decode "
+                       "errors): the file is truncated or damaged", self._path, read, expected,
+                       100 * (1 - read / (expected or 1)), self._decode_errors)
 
     def close(self) -> None:
         """Close the file; idempotent. Iteration stops afterwards."""

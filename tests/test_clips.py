@@ -17,6 +17,7 @@ from edge.clips.recorder import WRITER_NICE, ClipRecorder, build_recorder
 from edge.clips.store import ClipStore, clip_id
 from edge.config import ClipsConfig, EdgeConfig
 from edge.detect import Detector
+from edge.errors import ClipError
 from edge.replay import replay
 from edge.source import FileSource, LiveSource
 from edge.types import EncodedPacket, StreamInfo
@@ -176,11 +177,35 @@ def test_store_recovery_removes_partials_and_orphans(tmp_path: Path) -> None:
     root = tmp_path / "clips"
     store = ClipStore(root, 1, 10**9)
     store.close()
-    (root / ".cam_x.partial.mp4").write_bytes(b"half a clip")
-    (root / "stray.mp4").write_bytes(b"not indexed")
+    (root / f".{clip_id('cam_x', T0_UTC_S)}.partial.mp4").write_bytes(b"half a clip")
+    (root / f"{clip_id('cam_x', T0_UTC_S)}.mp4").write_bytes(b"not indexed")
     store = ClipStore(root, 1, 10**9)
     assert clip_files(root) == []
-    assert not any(probe_ok(p) for p in root.iterdir())
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith("index.sqlite")) == []
+
+
+def test_a_store_dir_with_files_the_store_did_not_write_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Issue 14 item 2: a store_dir holding a password file and a CA lost both at start-up. Now nothing is
+    deleted: the store refuses the folder, and `edge validate-config` says so before anything starts."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    (root / "mqtt-password").write_text("secret")
+    (root / "ca.pem").write_text("-----BEGIN CERTIFICATE-----")
+    with pytest.raises(ClipError, match=r"ca\.pem, mqtt-password\); it needs a folder of its own"):
+        ClipStore(root, 1, 10**9)
+    assert sorted(p.name for p in root.iterdir()) == ["ca.pem", "mqtt-password"]
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "dev", "cameras": [{"name": "cam"}],
+                                      "clips": {"enabled": True, "store_dir": str(root)}}))
+    run = subprocess.run([sys.executable, "-m", "edge.cli", "validate-config", str(config)],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 1 and "clips.store_dir:" in run.stderr and "ca.pem" in run.stderr, run.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["ca.pem", "mqtt-password"]
 
 
 def test_encrypted_clips_decrypt_only_with_the_city_key(carpark: EdgeConfig, tmp_path: Path) -> None:
@@ -589,3 +614,13 @@ def test_ring_keeps_an_ended_session_only_for_a_held_clip_and_within_the_byte_bu
         ring.push(EncodedPacket(b"z" * 100, i * 3600, i * 3600, keyframe=i % 25 == 0))
         assert ring.bytes <= 10_000
     assert ring.packets(2) is None and ring.overflow_drops >= 1
+
+
+def test_a_pre_roll_reaching_before_the_first_frame_starts_the_clip_at_it(model_dir: Path, tmp_path: Path) -> None:
+    """An event 1 s into a file with a 5 s pre-roll: the clip starts at the first frame, and is named after it
+    (the config's origin, the epoch here), not after a time 4 s before the recording (1969; issue 18 item 9)."""
+    video = shared_path("footage/bench/carpark_1080p_audio.mp4")
+    config = with_clips(repo_config("carpark-1080p.yaml", model_dir), pre_roll_s=5, post_roll_s=1)
+    replay(video, config, Detector(config.detector), tmp_path, max_frames=60, force_events_s=(1.0,))
+    (clip,) = clip_files(tmp_path / "clips")
+    assert clip.name.startswith("lane-1080p_19700101T000000_000Z"), clip.name

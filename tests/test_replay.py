@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.cli import publish_start
 from edge.clips.store import ClipStore
 from edge.config import ClipsConfig, EdgeConfig, MotionGatingConfig
 from edge.detect import Detector
@@ -79,15 +80,25 @@ def test_cli_replay_end_to_end(model_dir: Path, tmp_path: Path) -> None:
         assert line in proc.stdout
     (rec,) = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert rec["window_start"] == "2020-01-01T00:00:00Z"
+    # the summary (issue 18 item 11): speeds, the movements table with this run's movements, near-misses,
+    # what the default direction names mean, and every output file
+    table = proc.stdout.split("\n\n")
+    assert "p85 km/h" in table[0].splitlines()[1] and "up/down = crossing towards the top/bottom" in table[0]
+    movements = {row.split()[0]: int(row.split()[-1]) for row in table[1].splitlines()[1:]}
+    assert movements == {k: sum(v.values()) for k, v in rec["movements"].items()} and movements
+    assert f"near-misses {len((tmp_path / 'out' / 'events.jsonl').read_text().splitlines())}" in proc.stdout
+    assert str(tmp_path / "out" / "speeds.jsonl") in proc.stdout
     assert rec["partial"] is True
     assert rec["health"]["frames"] == 60
     assert set(rec) == {"schema_version", "msg_id", "device", "camera", "window_start", "window_s", "partial",
                         "counts", "movements", "conflicts", "health"}
     # the config is calibrated: conflicts counted against the vehicles entering, speeds in their own record
     assert rec["conflicts"]["vehicles_entering"] >= 2
-    (speeds,) = [json.loads(x) for x in (tmp_path / "out" / "speeds.jsonl").read_text().splitlines()]
-    assert speeds["window_start"] == rec["window_start"]
-    assert set(speeds["speeds"]) == {"Sued", "West", "Nord", "Ost"}
+    speeds = [json.loads(x) for x in (tmp_path / "out" / "speeds.jsonl").read_text().splitlines()]
+    assert {s["window_start"] for s in speeds} == {rec["window_start"]}
+    assert [s["line"] for s in speeds] == ["Sued", "West", "Nord", "Ost"]  # one record per line, config order
+    for per_class in (stats for s in speeds for per_dir in s["speeds"].values() for stats in per_dir.values()):
+        assert {"count", "unmeasured", "over_limit"} <= set(per_class) and None not in per_class.values()
     assert (tmp_path / "out" / "events.jsonl").exists()
     # the silver car C2 (hand-listed) drives out of the upper-left road across the Sued section
     assert sum(rec["counts"]["Sued"]["down"].values()) >= 1
@@ -103,6 +114,30 @@ def test_cli_reports_a_missing_video_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "none.mp4" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_replay_that_publishes_takes_its_start_from_the_file_or_refuses(tmp_path: Path) -> None:
+    """A dashboard must not get windows of 1970 (issue 18 item 9): the start comes from --start-time, the
+    file's creation_time tag or a date in its name, or a configured windows.origin; else the replay refuses,
+    before anything is published or written."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    otc = shared_path("footage/otc-intersection/Testvideo_Cars-Cyclist_FR20_2020-01-01_00-00-00.mp4")
+    carpark = shared_path("footage/carpark-audio/car-detection.mp4")
+    overpass = shared_path("footage/highway-overpass/video1.avi")
+    assert publish_start(otc, None, epoch)[0] == datetime(2020, 1, 1, tzinfo=UTC)
+    t, where = publish_start(carpark, None, epoch)
+    assert t.year == 2018 and "creation_time" in where  # ffprobe: creation_time=2018-04-19T22:46:00Z
+    given = datetime(2024, 5, 1, 7, tzinfo=UTC)
+    assert publish_start(overpass, given, epoch) == (given, "--start-time")
+    assert publish_start(overpass, None, given) == (given, "windows.origin of the config")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "replay", str(overpass), "-c",
+         str(REPO / "config" / "highway-overpass.yaml"), "-o", str(tmp_path / "o"),
+         "--model-dir", str(shared_path("models")), "--mqtt", "mqtt://127.0.0.1:9"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert proc.returncode == 1 and "--start-time 2024-05-01T07:00:00Z" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
 
 
 def with_detector(config: EdgeConfig, **update: object) -> EdgeConfig:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from edge.payloads import WindowSpeeds, window_msg_id
-from edge.sinks import FanOutSink, JsonlSink, RecordCounts, send
+from edge.payloads import SpeedStats, WindowSpeeds, window_msg_id
+from edge.sinks import FanOutSink, JsonlSink, MqttSink, RecordCounts, send
 from tests.mqtt_broker import DEVICE, make_metrics
 
 
 def speeds_record(window_start: str) -> WindowSpeeds:
     return WindowSpeeds(
-        msg_id=window_msg_id(DEVICE, "north", window_start, "speeds"), device=DEVICE, camera="north",
-        window_start=window_start, window_s=1, partial=False, speed_limit_kmh=50.0,
-        speeds={"line-0": {"in": {"car": (3, 1, 42.0, 41.5, 50.2, 1)}}},
+        msg_id=window_msg_id(DEVICE, "north", window_start, "speeds/line-0"), device=DEVICE, camera="north",
+        window_start=window_start, window_s=1, partial=False, line="line-0", speed_limit_kmh=50.0,
+        speeds={"in": {"car": SpeedStats(count=3, unmeasured=1, mean_kmh=42.0, p50_kmh=41.5, p85_kmh=50.2,
+                                         over_limit=1)}},
     )
 
 
@@ -29,8 +31,8 @@ def test_jsonl_files_appear_only_when_the_sink_is_closed(tmp_path: Path) -> None
     sink.close()
     sink.discard()  # after close: nothing left to remove
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl", "metrics.jsonl", "speeds.jsonl"]
-    assert (tmp_path / "metrics.jsonl").read_text() == m.model_dump_json() + "\n"
-    assert (tmp_path / "speeds.jsonl").read_text() == sp.model_dump_json() + "\n"
+    assert (tmp_path / "metrics.jsonl").read_text() == m.to_json() + "\n"
+    assert (tmp_path / "speeds.jsonl").read_text() == sp.to_json() + "\n"
     assert (tmp_path / "events.jsonl").read_text() == ""
 
 
@@ -55,3 +57,22 @@ def test_send_routes_each_record_to_its_method_and_fans_out() -> None:
     m = make_metrics(1)
     send(FanOutSink(a, b), [], [m, speeds_record(m.window_start), make_metrics(2)])
     assert (a.windows, a.speeds_records) == (b.windows, b.speeds_records) == (2, 1)
+
+
+def test_one_serialisation_in_the_files_and_on_mqtt(tmp_path: Path) -> None:
+    """A record without movements or conflicts (not configured) leaves those keys out in metrics.jsonl as on
+    MQTT: the same bytes in both, no null anywhere (issue 18 item 8)."""
+    from edge.config import MqttConfig
+    from edge.publish.mqtt import MqttPublisher
+
+    m = make_metrics(3)
+    assert m.movements is None and m.conflicts is None
+    sink = JsonlSink(tmp_path, speeds=False)
+    publisher = MqttPublisher(MqttConfig(host="127.0.0.1", outbox_path=tmp_path / "outbox.sqlite3"), DEVICE)
+    send(FanOutSink(sink, MqttSink(publisher)), [], [m])
+    sink.close()
+    line = (tmp_path / "metrics.jsonl").read_text().rstrip("\n")
+    (row,) = publisher.outbox.take(10)
+    publisher.outbox.close()
+    assert row.payload.decode() == line
+    assert "null" not in line and "movements" not in json.loads(line) and "conflicts" not in json.loads(line)

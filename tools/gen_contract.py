@@ -29,6 +29,7 @@ from edge.payloads import (
     NearMissEvent,
     OutboxHealth,
     Payload,
+    SpeedStats,
     WindowMetrics,
     WindowSpeeds,
     window_msg_id,
@@ -45,7 +46,7 @@ PAYLOADS: Final[dict[str, tuple[type[Payload], str, bool, str]]] = {
     "window_metrics": (WindowMetrics, "{device}/{camera}/metrics", False,
                        "Anonymous counts of one camera and window, per line, direction and road-user class."),
     "window_speeds": (WindowSpeeds, "{device}/{camera}/speeds", False,
-                      "Speed statistics at the counting lines of one calibrated camera and window."),
+                      "Speed statistics at one counting line of a calibrated camera, per window."),
     "near_miss_event": (NearMissEvent, "{device}/{camera}/events", False,
                         "One near-miss between two road users, with surrogate safety measures."),
     "device_status": (DeviceStatus, "{device}/status", True,
@@ -65,8 +66,9 @@ SEVERITIES: Final = ("high", "medium", "low")
 LINES: Final = tuple(f"line-{i}-" + "l" * 25 for i in range(8))
 DIRECTIONS: Final = tuple(f"dir-{d}-" + "x" * 26 for d in "ab")
 #: With the longest names, the config validator accepts a calibrated camera with turning movements and
-#: up to this many lines (edge.prepare.payload_problems): the metrics and speeds examples use that many.
-MAX_CALIBRATED_LINES: Final = 5
+#: up to this many lines (edge.prepare.payload_problems): the metrics example uses that many. (Speeds go
+#: in a record per line, so the metrics record with its movements is the one that limits the lines.)
+MAX_CALIBRATED_LINES: Final = 7
 
 
 #: A four-approach intersection: 12 turning movements.
@@ -99,13 +101,13 @@ def max_window_metrics() -> WindowMetrics:
 
 
 def max_window_speeds() -> WindowSpeeds:
-    """``MAX_CALIBRATED_LINES`` lines x 2 directions x 6 classes, 3-digit counts, all statistics published."""
-    stats = (999, 999, 123.4, 123.4, 123.4, 999)
+    """One line (the longest name) x 2 directions x 6 classes, 3-digit counts, all statistics published."""
+    stats = SpeedStats(count=999, unmeasured=999, mean_kmh=123.4, p50_kmh=123.4, p85_kmh=123.4, over_limit=999)
+    line = LINES[0]
     return WindowSpeeds(
-        msg_id=window_msg_id(_DEVICE, _CAMERA, _START, "speeds"), device=_DEVICE, camera=_CAMERA,
-        window_start=_START, window_s=86_400, partial=True, speed_limit_kmh=130.0,
-        speeds={line: {d: dict.fromkeys(ROAD_USER_CLASSES, stats) for d in DIRECTIONS}
-                for line in LINES[:MAX_CALIBRATED_LINES]},
+        msg_id=window_msg_id(_DEVICE, _CAMERA, _START, f"speeds/{line}"), device=_DEVICE, camera=_CAMERA,
+        window_start=_START, window_s=86_400, partial=True, line=line, speed_limit_kmh=130.0,
+        speeds={d: dict.fromkeys(ROAD_USER_CLASSES, stats) for d in DIRECTIONS},
     )
 
 
@@ -174,7 +176,7 @@ EXAMPLES: Final[dict[str, Callable[[], Payload]]] = {
 
 def wire_bytes(payload: Payload) -> bytes:
     """A payload exactly as the publisher sends it."""
-    return payload.model_dump_json(exclude_none=True).encode()
+    return payload.to_json().encode()
 
 
 # ----------------------------------------------------------------------------------------------- render

@@ -109,9 +109,10 @@ class Speeds:
                     if st.count == 0 and st.unmeasured == 0:
                         continue
                     shown = st.count >= self.min_count_published
-                    out[line][direction][cls] = (
-                        st.count, st.unmeasured, st.mean_kmh if shown else None, st.p50_kmh if shown else None,
-                        st.p85_kmh if shown else None, st.over_limit,
+                    out[line][direction][cls] = SpeedRow(
+                        count=st.count, unmeasured=st.unmeasured, mean_kmh=st.mean_kmh if shown else None,
+                        p50_kmh=st.p50_kmh if shown else None, p85_kmh=st.p85_kmh if shown else None,
+                        over_limit=st.over_limit,
                     )
         return Fragment(speeds={"speed_limit_kmh": self.aggregator.speed_limit_kmh, "speeds": out})
 
@@ -119,7 +120,8 @@ class Speeds:
         return ()
 
     def worst_case(self) -> Fragment:
-        stats: SpeedRow = (_BIG, _BIG, _FAST_KMH, _FAST_KMH, _FAST_KMH, _BIG)
+        stats = SpeedRow(count=_BIG, unmeasured=_BIG, mean_kmh=_FAST_KMH, p50_kmh=_FAST_KMH, p85_kmh=_FAST_KMH,
+                         over_limit=_BIG)
         return Fragment(speeds={"speed_limit_kmh": 300.0, "speeds": {
             name: {d: dict.fromkeys(ROAD_USER_CLASSES, stats) for d in dirs} for name, dirs in self._lines
         }})

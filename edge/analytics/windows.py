@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from edge.analytics.base import Analytic, Fragment, merge
 from edge.payloads import WindowHealth, WindowMetrics, WindowSpeeds, iso_utc, window_msg_id
 
-#: What a closed window produces: the metrics record, and the speeds record of a calibrated camera.
+#: What a closed window produces: the metrics record, and a speeds record per line of a calibrated camera.
 WindowRecord = WindowMetrics | WindowSpeeds
 
 
@@ -79,7 +80,8 @@ class WindowAggregator:
 
 def compose(device: str, camera: str, window_s: int, window_start: str, partial: bool, health: WindowHealth,
             fragments: Sequence[Fragment]) -> list[WindowRecord]:
-    """One window's records: the metrics record, then a speeds record when a fragment fills one."""
+    """One window's records: the metrics record, then a speeds record per counting line when a fragment
+    fills them."""
     fields = merge(fragments)
     header = {"device": device, "camera": camera, "window_start": window_start, "window_s": window_s,
               "partial": partial}
@@ -87,9 +89,14 @@ def compose(device: str, camera: str, window_s: int, window_start: str, partial:
                                             **fields["metrics"], "health": health})
     if not fields["speeds"]:
         return [metrics]
-    speeds = WindowSpeeds.model_validate({"msg_id": window_msg_id(device, camera, window_start, "speeds"),
-                                          **header, **fields["speeds"]})
-    return [metrics, speeds]
+    per_line = cast(Mapping[str, object], fields["speeds"]["speeds"])
+    speeds: list[WindowRecord] = [
+        WindowSpeeds.model_validate({"msg_id": window_msg_id(device, camera, window_start, f"speeds/{line}"),
+                                     **header, "line": line, "speed_limit_kmh": fields["speeds"]["speed_limit_kmh"],
+                                     "speeds": per_dir})
+        for line, per_dir in per_line.items()
+    ]
+    return [metrics, *speeds]
 
 
 def worst_case_bytes(analytics: Sequence[Analytic]) -> int:
@@ -101,4 +108,4 @@ def worst_case_bytes(analytics: Sequence[Analytic]) -> int:
                           clips_dropped_budget=big * 100)
     records = compose("d" * 64, "c" * 64, 86_400, "2024-05-01T07:00:00Z", True, health,
                       [a.worst_case() for a in analytics])
-    return max(len(r.model_dump_json().encode()) for r in records)
+    return max(len(r.to_json().encode()) for r in records)

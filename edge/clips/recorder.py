@@ -228,6 +228,9 @@ class ClipRecorder:
             self._pending = None
             self.ring.hold(None)
         start = at - pre
+        held = self.ring.packets()
+        if held is not None and held.packets and held.packets[0].pts is not None:
+            start = max(start, held.packets[0].pts)  # a pre-roll from before the first frame held starts at it
         last = self._submitted
         if last is not None:  # never reach back into a clip already written or queued: no frame twice
             start = max(start, last.end_pts + 1)
