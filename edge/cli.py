@@ -113,7 +113,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                          force_events_s=tuple(args.force_event), publisher=publisher)
     finally:
         drained = publisher.stop(args.flush_timeout) if publisher is not None else True
-    print(f"{args.video} with {config.detector.model} ({', '.join(detector.providers)})")
+    input_px = "x".join(map(str, detector.input_size_px))
+    print(f"{args.video} with {config.detector.model} at {input_px} ({', '.join(detector.providers)})")
     print(format_summary(summary))
     outputs = ["metrics.jsonl", "events.jsonl", *(["speeds.jsonl"] if summary.calibrated else [])]
     print("output: " + ", ".join(str(args.output / name) for name in outputs))
@@ -151,7 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     service.start()
     print(f"edge run: device {config.device_id}, {len(config.cameras)} camera(s), attestation "
           f"{'ok' if service.attestation['ok'] else 'FAILED'}", flush=True)
-    watchdog = threading.Thread(target=service.run_forever, name="watchdog", daemon=True)
+    watchdog = threading.Thread(target=service.run_forever, args=(stopping.set,), name="watchdog", daemon=True)
     watchdog.start()
     stopping.wait()
     service.stop(args.flush_timeout)

@@ -261,8 +261,9 @@ class DeviceHealth(Payload):
     )
     outbox: OutboxHealth
     mqtt: MqttHealth
-    cameras: dict[str, CameraHealth] | None = Field(
-        None, max_length=16, description="Per camera, from `edge run`: pipeline and source state."
+    cameras: dict[str, CameraHealth] = Field(
+        default_factory=dict, max_length=16,
+        description="Per camera: pipeline and source state (`edge run`); empty from a replay that publishes.",
     )
     cpu_temp_c: float | None = Field(None, description="Hottest thermal zone, when the kernel exposes one.")
 

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from edge.analytics.kinematics import GroundKinematics
 from edge.analytics.registry import AnalyticsSetup, build_analytics
 from edge.analytics.windows import worst_case_bytes
-from edge.config import CameraConfig, EdgeConfig, FileSourceConfig, LineConfig
+from edge.config import CameraConfig, EdgeConfig, FileSourceConfig, LineConfig, MqttConfig
 from edge.errors import ClipError, ConfigError, ModelError
 from edge.geometry import Calibration
 from edge.models import load_manifest, read_verified
@@ -192,6 +192,24 @@ def prepare_camera(camera: CameraConfig, index: int, size: tuple[int, int] | Non
     return camera, calibration, problems
 
 
+def _mqtt_problems(mqtt: MqttConfig) -> list[str]:
+    """The outbox can be opened; a password file is readable, not empty and not world-writable (a WARNING
+    when other users may read it). The password of ``password_env`` lives in the service's environment and
+    is checked when the service starts."""
+    from edge.publish.mqtt import read_password
+    from edge.publish.outbox import outbox_problem
+
+    problems = []
+    if outbox := outbox_problem(mqtt.outbox_path):
+        problems.append(f"mqtt.outbox_path: {outbox}")
+    if mqtt.password_file is not None:
+        try:
+            read_password(mqtt)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def _device_clip_problems(config: EdgeConfig) -> list[str]:
     """What a device with clips on must have: encryption (or the attested lab opt-out) and a store folder
     of its own."""
@@ -220,7 +238,6 @@ def prepare(config: EdgeConfig, *, check_model: bool = True,
     replay, which keeps its clips in its output folder on the engineer's machine, passes False.
     """
     from edge.clips import crypto
-    from edge.publish.outbox import outbox_problem
 
     problems: list[str] = []
     calibrations: dict[str, Calibration] = {}
@@ -242,8 +259,8 @@ def prepare(config: EdgeConfig, *, check_model: bool = True,
             problems.append(f"clips.encryption.public_key_file: {exc}")
     if config.clips.enabled and device:
         problems.extend(_device_clip_problems(config))
-    if config.mqtt is not None and (outbox := outbox_problem(config.mqtt.outbox_path)):
-        problems.append(f"mqtt.outbox_path: {outbox}")
+    if config.mqtt is not None:
+        problems.extend(_mqtt_problems(config.mqtt))
     model_path = None
     if check_model:
         try:

@@ -1,6 +1,7 @@
 """The device service, ``edge run``: every camera in its own worker, one MQTT publisher, a watchdog.
 
-    start()  -> core dumps off, attestation, publisher (retained "online" with the attestation),
+    start()  -> refuses to run when the attestation (core dumps off, model, clip store, encoder, clip
+                encryption) failed; else publisher (retained "online" with the attestation),
                 one worker per camera, watchdog; systemd READY=1
     watchdog -> every second: restart a crashed worker after a jittered back-off (1 s doubling to 60 s)
                 within a budget per hour, then report it "failed"; report stalled cameras; publish
@@ -25,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from edge.attest import attestation, disable_core_dumps
 from edge.clips.recorder import ClipRecorder, WindowClipTally, build_recorder
 from edge.config import CameraConfig, EdgeConfig, FileSourceConfig
 from edge.drive import drive, with_drops
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError
 from edge.payloads import CameraHealth, DeviceHealth, iso_utc
 from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector
 from edge.publish.mqtt import MqttPublisher
@@ -192,6 +193,9 @@ class CameraWorker:
                 source.close()  # idempotent; in the thread that decodes the file
             if not (file_cfg is not None and file_cfg.loop):
                 self.finished = file_cfg is not None and not self._stop.is_set()
+                if self.finished and file_cfg is not None:
+                    log.warning("camera %s: file %s ended after %d frames (source.loop is false)",
+                                self.camera.name, file_cfg.path, self.stats.frames)
                 return
 
     def _file(self, source: FileSource, file_cfg: FileSourceConfig,
@@ -224,6 +228,10 @@ class Service:
         if config.mqtt is None:
             raise ConfigError("`edge run` needs an mqtt section: the device publishes only over MQTT")
         self.config = config
+        disable_core_dumps()  # before the attestation, which checks that it took effect
+        if config.clips.enabled:  # the store folder, as its check in the attestation expects it
+            config.clips.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(config.clips.store_dir, 0o700)
         self.attestation = attestation(config, config_path)
         self.publisher = MqttPublisher(config.mqtt, config.device_id, attestation=self.attestation)
         sink = MqttSink(self.publisher)  # shared by the workers; the publisher is stopped by ``stop``
@@ -231,35 +239,41 @@ class Service:
         self._restarts: dict[str, RestartState] = {w.camera.name: RestartState() for w in self.workers}
         self._rng = rng or random.Random()
         self._stop = threading.Event()
-        self._last_health = 0.0
-        self.health_interval_s = config.mqtt.health_interval_s
+        self.publisher.health_report = self.health  # the one health shape of the device: with its cameras
         self._rates: dict[str, tuple[float, int, int]] = {}  # camera -> (time, frames, frames+dropped)
 
     def start(self) -> None:
-        disable_core_dumps()
-        if not self.attestation["ok"]:
-            failed = [c["name"] for c in self.attestation["checks"] if not c["ok"]]
-            log.error("start-up checks failed: %s (see `edge attest`)", ", ".join(failed))
+        if not self.attestation["ok"]:  # a device that cannot attest its privacy terms does not run
+            failed = "; ".join(f"{c['name']}: {c['detail']}" for c in self.attestation["checks"] if not c["ok"])
+            raise EdgeError(f"the attestation failed, so the service does not start ({failed}); "
+                            "`edge attest -c CONFIG` prints the whole record")
         self.publisher.start()
         for w in self.workers:
             w.start()
         sd_notify("READY=1")
 
-    def run_forever(self) -> None:
-        """The watchdog loop, until ``stop`` (SIGTERM)."""
+    @property
+    def all_files_ended(self) -> bool:
+        """Every camera is a file source that reached its end without ``loop``: nothing is left to do."""
+        return bool(self.workers) and all(w.finished for w in self.workers)
+
+    def run_forever(self, on_all_ended: Callable[[], None] | None = None) -> None:
+        """The watchdog loop, until ``stop`` (SIGTERM); calls ``on_all_ended`` once when every camera's
+        file has ended (``edge run`` then stops as on SIGTERM)."""
         while not self._stop.wait(WATCHDOG_PERIOD_S):
             healthy = self.watchdog_tick()
             if healthy:
                 sd_notify("WATCHDOG=1")
+            if on_all_ended is not None and self.all_files_ended:
+                log.warning("every camera's file has ended: stopping")
+                on_all_ended()
+                on_all_ended = None
 
     def watchdog_tick(self, now: float | None = None) -> bool:
         """Restart crashed workers when their back-off is over, publish health when due; True (feed the
         systemd watchdog) while at least one camera is healthy. ``now`` is ``time.monotonic()``."""
         now = time.monotonic() if now is None else now
         healthy = [self._camera_ok(w, now) for w in self.workers]
-        if now - self._last_health >= self.health_interval_s:
-            self._last_health = now
-            self.publisher.put("health", self.health())
         return any(healthy) or not healthy
 
     def _camera_ok(self, w: CameraWorker, now: float) -> bool:

@@ -570,6 +570,29 @@ def test_password_file_readable_by_others_warns_and_world_writable_is_refused(
     assert "pf-s3cret-42" not in caplog.text  # the password itself is never logged
 
 
+def test_validate_config_checks_the_password_file_mode_too(tmp_path: Path) -> None:
+    """The same check at start-up: `edge validate-config` warns about 0644 and refuses 0666."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("pf-s3cret-42\n")
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "cam-0001", "cameras": [{"name": "north"}], "mqtt": {
+        "host": "127.0.0.1", "username": DEVICE, "password_file": str(secret),
+        "outbox_path": str(tmp_path / "o.sqlite3")}}))
+    cmd = [sys.executable, "-m", "edge.cli", "validate-config", str(config)]
+    secret.chmod(0o644)
+    shared = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert shared.returncode == 0 and f"chmod 600 {secret}" in shared.stderr, shared.stderr
+    secret.chmod(0o666)
+    writable = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert writable.returncode == 1 and "world-writable" in writable.stderr and "Traceback" not in writable.stderr
+    assert "pf-s3cret-42" not in shared.stderr + writable.stderr
+
+
 # ------------------------------------------------------------------------------------- configuration
 def _mqtt(**fields: Any) -> dict[str, Any]:
     return {"device_id": "cam-0001", "cameras": [{"name": "north"}], "mqtt": fields}

@@ -22,7 +22,7 @@ import yaml
 
 from edge.config import EdgeConfig, FileSourceConfig, load_config, parse_config
 from edge.detect import Detector
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError
 from edge.payloads import NearMissEvent, WindowMetrics, WindowSpeeds
 from edge.protocol import PROTOCOL
 from edge.service import CameraWorker, Service
@@ -89,8 +89,28 @@ def test_edge_run_publishes_status_metrics_and_goes_offline_on_sigterm(broker: B
         assert frames <= 20 * 12  # ... and no faster than 20 fps
         assert wait_until(lambda: col.messages(status)[-1].json().get("state") == "offline", 10)
         assert "s3cret" not in err and DEVICE_PASSWORD not in err + out  # secrets never logged
+        # one health shape on the topic (issue 18 item 7): the one after connect carries the cameras too
+        health = [m.json() for m in col.messages(f"{PREFIX}/{DEVICE}/health")]
+        assert health and all(set(h["cameras"]) == {"north"} for h in health)
+        assert len({frozenset(h) - {"cpu_temp_c", "alarm"} for h in health}) == 1
     finally:
         col.stop()
+
+
+def test_a_failed_attestation_stops_the_service_before_it_starts(tmp_path: Path) -> None:
+    """Issue 14 item 2: the service ran on although its attestation said FAILED; now it does not start."""
+    config = parse_config({
+        "device_id": "dev", "detector": {"model_dir": str(tmp_path / "no-models")},
+        "mqtt": {"url": "mqtt://127.0.0.1:9", "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "cameras": [{"name": "north", "source": {"kind": "file", "path": str(tmp_path / "none.mp4")}}],
+    })
+    (tmp_path / "c.yaml").write_text("{}")
+    service = Service(config, tmp_path / "c.yaml", NoDetector())
+    assert not service.attestation["ok"]
+    with pytest.raises(EdgeError, match=r"the attestation failed, so the service does not start .*model_sha256"):
+        service.start()
+    assert not any(w.alive for w in service.workers)
+    assert service.publisher.counters().connect_attempts == 0  # never went on line
 
 
 def outbox_rows(path: Path, kind: str = "metrics") -> int:
@@ -429,3 +449,49 @@ def test_worker_counts_the_overpass_with_detection_in_its_own_thread_or_not(spli
     up = sum(n for w in sink.windows
              for cls, n in w.counts["L2"]["up"].items() if cls in MOTOR_VEHICLE_CLASSES)
     assert abs(up - truth) <= 0.05 * truth, up
+
+
+def test_an_unreachable_broker_and_a_file_that_ends_are_said_and_the_run_ends(tmp_path: Path) -> None:
+    """Issue 18 item 3, as a user meets it: `edge run` against a broker that is not there says so at the
+    default log level, says when its file camera ends, and exits by itself once every file has ended; the
+    windows wait in the outbox."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = {
+        "device_id": DEVICE, "detector": {"model_dir": str(shared_path("models"))},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{port}", "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "cameras": [{"name": "north", "source": {"kind": "file", "path": str(shared_path(
+            "footage/otc-intersection/Testvideo_Cars-Cyclist_FR20_2020-01-01_00-00-00.mp4"))}}],
+    }
+    config = tmp_path / "device.yaml"
+    config.write_text(yaml.safe_dump(data))
+    run = subprocess.run([sys.executable, "-m", "edge.cli", "run", "-c", str(config), "--flush-timeout", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
+    assert run.returncode == 0, run.stderr
+    assert f"WARNING edge.publish.mqtt: MQTT: connect to 127.0.0.1:{port} failed" in run.stderr
+    assert "file " in run.stderr and "ended after 60 frames" in run.stderr
+    assert "every camera's file has ended: stopping" in run.stderr and "edge run: stopped" in run.stdout
+    assert outbox_rows(tmp_path / "outbox.sqlite3") == 1  # the partial window, kept for the broker
+
+
+def test_a_broker_that_stays_away_is_warned_about_every_five_minutes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from edge.config import MqttConfig
+    from edge.publish import mqtt as mqtt_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(mqtt_module.time, "monotonic", lambda: clock[0])
+    pub = mqtt_module.MqttPublisher(MqttConfig(url="mqtt://127.0.0.1:9", outbox_path=tmp_path / "o.sqlite3"), DEVICE)
+    caplog.set_level(logging.INFO, logger="edge.publish.mqtt")
+    for step_s in (0, 10, 100, 200, 10, 300):  # attempts at 0, 10, 110, 310, 320, 620 s
+        clock[0] += step_s
+        pub._unreachable("connect to 127.0.0.1:9 failed: refused")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3  # the first attempt, then 310 s and 620 s
+    assert "still unreachable after 4 attempts over 5 min" in warnings[1]
+    pub.outbox.close()

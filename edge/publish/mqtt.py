@@ -94,6 +94,8 @@ _TICK_S: Final = 0.05  # longest wait in the network loop while idle: the latenc
 #: fleet that lost the broker together spread out (uniform over 20 s: 20 clients put more than 30 % into
 #: one second in 0.06 % of cases, against 42 % over 5 s).
 RECONNECT_SPREAD_S: Final = 20.0
+#: While the broker stays unreachable, a WARNING this often (the first failed attempt warns at once).
+UNREACHABLE_WARN_S: Final = 300.0
 RECONNECT_FLOOR_S: Final = 0.05  # the shortest reconnect delay: never a hot loop, even at the low end
 ONLINE_RETRY_S: Final = 1.0  # an ``online`` status the outbox refused is tried again after this
 #: Permission bits of a password file that let another user read or change it (a warning) ...
@@ -138,7 +140,7 @@ class MqttPublisher:
         self.device_id = device_id
         self.client_id = config.client_id or f"edge-{device_id}"
         self._status_topic = f"{config.prefix}/{device_id}/status"
-        self._password = _read_password(config)
+        self._password = read_password(config)
         self._tls = _tls_context(config)
         self._own_outbox = outbox is None
         self.outbox = outbox if outbox is not None else Outbox(
@@ -159,7 +161,14 @@ class MqttPublisher:
         self._next_attempt_s = 0.0  # monotonic time of the next connection attempt
         self._attempt = 0  # failed attempts since the last success: the back-off step
         self._last_expire_s = self._last_health_s = 0.0
+        #: What goes on the health topic, after each connect and every ``health_interval_s``: the publisher's
+        #: own figures, or a fuller report built on them (``edge run``: with its cameras). One builder, so
+        #: one shape on the topic.
+        self.health_report: Callable[[], DeviceHealth] = self.health
         self._online_due_s: float | None = None  # monotonic time to (re)try putting ``online``; None: done
+        self._down_since_s: float | None = None  # first failed attempt since the last success (monotonic)
+        self._last_down_warning_s = 0.0
+        self._failed_attempts = 0
         # Callback results, handed from paho callbacks (run inside client.loop on the sender thread).
         self._connack: tuple[ReasonCode, Properties | None] | None = None
         self._link_lost = False
@@ -342,7 +351,7 @@ class MqttPublisher:
             self._announce_online(now)
         if now - self._last_health_s >= self.config.health_interval_s:
             self._last_health_s = now
-            self.put("health", self.health())
+            self.put("health", self.health_report())
         self._pump(client)
         if self._link_lost:
             self._lost(client)
@@ -402,7 +411,7 @@ class MqttPublisher:
             )
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, timeout, TLS handshake aborted
             self._errors += 1
-            log.info("MQTT connect to %s:%s failed: %s", cfg.broker_host, cfg.broker_port, exc)
+            self._unreachable(f"connect to {cfg.broker_host}:{cfg.broker_port} failed: {exc}")
             return False
         deadline = time.monotonic() + cfg.connect_timeout_s
         while self._connack is None and not self._link_lost and time.monotonic() < deadline:
@@ -410,7 +419,7 @@ class MqttPublisher:
                 break
         if self._connack is None:
             self._errors += 1
-            log.info("MQTT: no CONNACK from %s:%s", cfg.broker_host, cfg.broker_port)
+            self._unreachable(f"no CONNACK from {cfg.broker_host}:{cfg.broker_port} within {cfg.connect_timeout_s:g} s")
             client.disconnect()
             client.loop(0)
             return False
@@ -426,6 +435,10 @@ class MqttPublisher:
             return False
         self._connects += 1
         self._connected = True
+        if self._down_since_s is not None:
+            log.warning("MQTT: connected to %s:%s again after %d failed attempt(s) over %.0f s", cfg.broker_host,
+                        cfg.broker_port, self._failed_attempts, time.monotonic() - self._down_since_s)
+        self._down_since_s, self._failed_attempts = None, 0
         self._alarms.pop("connect", None)
         self._alarms.pop("tls", None)
         receive_max = getattr(props, "ReceiveMaximum", None)
@@ -435,9 +448,24 @@ class MqttPublisher:
         self.outbox.release()
         self._online_due_s = None
         self._announce_online(time.monotonic())  # again from _step until the outbox took it
-        self._safe(lambda: self.put("health", self.health()))
+        self._safe(lambda: self.put("health", self.health_report()))
         log.info("MQTT connected to %s:%s as %s", cfg.broker_host, cfg.broker_port, self.client_id)
         return None
+
+    def _unreachable(self, what: str) -> None:
+        """A failed connection attempt: a WARNING at the first since the last success and every
+        ``UNREACHABLE_WARN_S`` after (the rest at INFO), so an unreachable broker shows at the default level."""
+        now = time.monotonic()
+        self._failed_attempts += 1
+        if self._down_since_s is None:
+            self._down_since_s = self._last_down_warning_s = now
+            log.warning("MQTT: %s; retrying with back-off, and the outbox keeps every message meanwhile", what)
+        elif now - self._last_down_warning_s >= UNREACHABLE_WARN_S:
+            self._last_down_warning_s = now
+            log.warning("MQTT: broker still unreachable after %d attempts over %.0f min (%s); the outbox holds %d "
+                        "message(s)", self._failed_attempts, (now - self._down_since_s) / 60, what, self.outbox.depth)
+        else:
+            log.info("MQTT: %s", what)
 
     def _failed(self, key: str, message: str) -> bool:
         """Count an error and raise (or keep) the alarm ``key``; logged once per distinct message."""
@@ -547,7 +575,7 @@ class MqttPublisher:
         self._connected = False
 
 
-def _read_password(config: MqttConfig) -> str | None:
+def read_password(config: MqttConfig) -> str | None:
     """The password from password_file (first line) or the environment variable named by password_env."""
     if config.password_file is not None:
         try:
