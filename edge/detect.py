@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +43,14 @@ _PROVIDERS = {
 }
 #: Vehicle classes that one physical vehicle is often detected as at once (a pickup as car and truck).
 _CROSS_CLASS = np.array([ROAD_USER_CLASSES.index(c) for c in ("car", "bus", "truck")])
+#: Vehicle classes whose box can hold a smaller vehicle box of the same vehicle (a cab, a van's front).
+_HEAVY = np.array([ROAD_USER_CLASSES.index(c) for c in ("bus", "truck")])
 _TWO_WHEELERS = np.array([ROAD_USER_CLASSES.index(c) for c in ("bicycle", "motorcycle")])
 _PERSON = ROAD_USER_CLASSES.index("person")
 _PAD_VALUE = 114
+#: The largest output stride of the supported heads (YOLOX, Ultralytics): a dynamic input's sides are
+#: multiples of it.
+INPUT_STRIDE_PX = 32
 
 
 @dataclass(slots=True)
@@ -118,22 +124,57 @@ def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.ND
     return out
 
 
-def suppress_cross_class(dets: Detections, iou_threshold: float) -> Detections:
-    """Among car/bus/truck boxes, drop a box overlapping a higher-scored box of another such class."""
-    is_vehicle = np.isin(dets.class_id, _CROSS_CLASS)
-    idx = np.flatnonzero(is_vehicle)
+def inside_smaller_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Pairwise intersection over the smaller box's area of boxes ``a (N,4)`` and ``b (M,4)`` in xyxy: 1 when
+    one box lies wholly inside the other, whatever their sizes (IoU is small for a small box in a big one)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    out: npt.NDArray[np.float32] = (inter / np.maximum(smaller, 1e-9)).astype(np.float32)
+    return out
+
+
+def _drop_by_score(dets: Detections, same: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.bool_]]) -> Detections:
+    """Greedy suppression among the car/bus/truck boxes: from the highest score down, a kept box drops every
+    lower-scored one that ``same`` (a pairwise matrix over the boxes in score order) calls the same vehicle."""
+    idx = np.flatnonzero(np.isin(dets.class_id, _CROSS_CLASS))
     if len(idx) < 2:
         return dets
     order = idx[np.argsort(-dets.confidence[idx], kind="stable")]
-    iou = iou_matrix(dets.xyxy[order], dets.xyxy[order])
+    pairs = same(order)
     keep = np.ones(len(dets), bool)
     for i in range(len(order)):
         if not keep[order[i]]:
             continue
         later = np.arange(i + 1, len(order))
-        drop = later[iou[i, i + 1 :] > iou_threshold]
-        keep[order[drop]] = False
+        keep[order[later[pairs[i, i + 1 :]]]] = False
     return dets[keep]
+
+
+def suppress_cross_class(dets: Detections, iou_threshold: float) -> Detections:
+    """Among car/bus/truck boxes, drop a box overlapping a higher-scored box of another such class."""
+    return _drop_by_score(dets, lambda order: iou_matrix(dets.xyxy[order], dets.xyxy[order]) > iou_threshold)
+
+
+def suppress_nested_vehicles(dets: Detections, overlap: float) -> Detections:
+    """A car, bus or truck box lying inside a larger truck or bus box by at least ``overlap`` of its own area
+    is the same vehicle (a truck's cab found as a car or a truck inside the whole truck's box; their IoU is
+    far below the cross-class threshold): of the two, the lower-scored box is dropped, so a faint heavy box
+    spanning two queued cars does not swallow them. Persons, two-wheelers and boxes inside a car box never
+    take part: a cyclist beside a bus is a road user of its own."""
+
+    def nested(order: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        boxes = dets.xyxy[order]
+        area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+        heavy = np.isin(dets.class_id[order], _HEAVY)
+        larger_is_heavy = np.where(area[:, None] >= area[None, :], heavy[:, None], heavy[None, :])
+        out: npt.NDArray[np.bool_] = (inside_smaller_matrix(boxes, boxes) >= overlap) & larger_is_heavy
+        return out
+
+    return _drop_by_score(dets, nested)
 
 
 def merge_riders(dets: Detections, overlap: float) -> Detections:
@@ -154,6 +195,18 @@ def merge_riders(dets: Detections, overlap: float) -> Detections:
     return dets[keep]
 
 
+def auto_input_size(frame_size: tuple[int, int], default_size: tuple[int, int],
+                    stride: int = INPUT_STRIDE_PX) -> tuple[int, int]:
+    """The smallest input ``(width, height)``, both multiples of ``stride``, that holds a ``frame_size`` frame
+    at the scale a ``default_size`` input letterboxes it at: the same weights at the same scale, without the
+    padding rows. A 1920x1080 frame and the 416x416 default: 416x256 (the 416x234 picture and 22 padding
+    rows instead of 182); 800x600: 416x320. Exact integer arithmetic: the limiting side comes out at its
+    default, never one stride more."""
+    (w, h), (dw, dh) = frame_size, default_size
+    num, den = (dw, w) if dw * h <= dh * w else (dh, h)  # scale = num / den = min(dw / w, dh / h)
+    return (-(-w * num // (den * stride)) * stride, -(-h * num // (den * stride)) * stride)
+
+
 class Detector:
     """Runs one manifest model on frames and returns road-user ``Detections`` in source pixels."""
 
@@ -166,7 +219,11 @@ class Detector:
                 f"detector.input_size_px {config.input_size_px} is not possible with {self.entry.name}: its "
                 f"input is fixed at {self.entry.input_size_px}; remove the setting or pick a dynamic model"
             )
-        self.input_w, self.input_h = config.input_size_px or self.entry.input_size_px
+        # A dynamic model with no configured size fits its input to the first frame (``auto_input_size``);
+        # until then it holds the manifest's size, whose scale gives sources the same analysis copies.
+        self._auto_size = self.entry.dynamic_input and config.input_size_px is None
+        self._frame_size: tuple[int, int] | None = None
+        self._set_input(*(config.input_size_px or self.entry.input_size_px))
         self.model_path, model_bytes = read_verified(self.entry, config.model_dir)
         self.model_sha256 = self.entry.sha256
 
@@ -180,26 +237,44 @@ class Detector:
         if self.providers[0] != providers[0]:  # installed, but the device is missing or failed to start
             log.warning("execution provider %s could not start here; running on %s instead",
                         providers[0], ", ".join(self.providers))
-        log.info("detector %s %dx%d on %s, %d thread(s)", self.entry.name, self.input_w, self.input_h,
-                 ", ".join(self.providers), config.threads)
+        size = "input size from the first frame" if self._auto_size else f"{self.input_w}x{self.input_h}"
+        log.info("detector %s %s on %s, %d thread(s)", self.entry.name, size, ", ".join(self.providers),
+                 config.threads)
         self._input_name = self._session.get_inputs()[0].name
 
         ids = self.entry.road_user_ids()
         self._model_cls = np.array(sorted(ids), np.int64)
         self._road_cls = np.array([ids[k] for k in sorted(ids)], np.int64)
-        self._grid, self._stride = _yolox_grid(self.input_w, self.input_h)
-        self._canvas = np.full((self.input_h, self.input_w, 3), _PAD_VALUE, np.uint8)
         self.times = DetectorTimes()
 
     @property
     def input_size_px(self) -> tuple[int, int]:
-        """Model input ``(width, height)``."""
+        """Model input ``(width, height)``. With an automatic size (a dynamic model, no
+        ``detector.input_size_px``) the manifest's size until a frame arrives, then the one fitted to it: both
+        letterbox a frame at the same scale, so a source fitting its analysis copies to either makes the same."""
         return self.input_w, self.input_h
+
+    def _set_input(self, width: int, height: int) -> None:
+        self.input_w, self.input_h = width, height
+        self._grid, self._stride = _yolox_grid(width, height)
+        self._canvas = np.full((height, width, 3), _PAD_VALUE, np.uint8)
+
+    def _fit_input(self, frame_size: tuple[int, int]) -> None:
+        """Pick the automatic input size for frames of ``frame_size`` (again when a source's size changes)."""
+        self._frame_size = frame_size
+        size = auto_input_size(frame_size, self.entry.input_size_px)
+        if size != self.input_size_px:
+            self._set_input(*size)
+        log.info("detector %s: input %dx%d for %dx%d frames (automatic: the scale of its %dx%d default without "
+                 "letterbox padding rows; detector.input_size_px sets one)", self.entry.name, *size, *frame_size,
+                 *self.entry.input_size_px)
 
     # ------------------------------------------------------------------------------------- preprocess
     def letterbox(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
         """Scale ``image`` to fit the model input keeping its aspect ratio, pad with 114, make a blob."""
         h, w = image.shape[:2]
+        if self._auto_size and (w, h) != self._frame_size:
+            self._fit_input((w, h))
         scale = min(self.input_w / w, self.input_h / h)
         nw, nh = round(w * scale), round(h * scale)
         if self.entry.layout == "yolox":
@@ -256,6 +331,7 @@ class Detector:
         idx = np.sort(np.asarray(nms, np.int64).reshape(-1))
         dets = Detections(xyxy[idx].astype(np.float32), score[idx].astype(np.float32), cls[idx])
         dets = suppress_cross_class(dets, cfg.cross_class_iou_threshold)
+        dets = suppress_nested_vehicles(dets, cfg.nested_vehicle_overlap_frac)
         return merge_riders(dets, cfg.rider_overlap_threshold)
 
     def __call__(self, image: npt.NDArray[np.uint8]) -> Detections:

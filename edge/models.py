@@ -32,7 +32,10 @@ class ModelEntry(BaseModel):
     name: str
     file: str
     layout: Literal["yolox", "ultralytics"]
-    input_size_px: tuple[int, int] = Field(description="(width, height) the model expects by default")
+    input_size_px: tuple[int, int] = Field(
+        description="(width, height) the model expects by default; a dynamic model keeps this size's scale and "
+        "fits the shape to the frame unless detector.input_size_px says otherwise (edge.detect.auto_input_size)"
+    )
     dynamic_input: bool
     class_map: dict[int, Literal["car", "bus", "truck", "motorcycle", "bicycle", "person"]]
     licence: str

@@ -103,6 +103,8 @@ def main() -> None:
         update["motion_gating"] = MotionGatingConfig()
     config = config.model_copy(update={"detector": config.detector.model_copy(update=update)})
     fit = Detector(config.detector).input_size_px
+    with FileSource(args.video, fit_px=fit) as first:
+        warm = next(iter(first)).image
     events: tuple[float, ...] = ()
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory() as out:
@@ -114,7 +116,7 @@ def main() -> None:
             print(f"round {i + 1}/{args.runs}: decode-only raw, decode-only, pipeline ...", file=sys.stderr, flush=True)
             raw, copies = decode_raw(args.video), decode_copies(args.video, fit)
             detector = Detector(config.detector)  # fresh timers; warmed up so the clock starts with the replay
-            detector(np.zeros((fit[1], fit[0], 3), np.uint8))
+            detector(np.zeros_like(warm))  # an analysis copy's size: an automatic input size is picked here
             cpu0 = cpu_s()
             s = replay(args.video, config, detector, Path(out) / f"run{i}", force_events_s=events)
             rounds.append(Round(raw[0] / raw[1], copies[0] / copies[1], s, detector, cpu_s() - cpu0))

@@ -33,7 +33,9 @@ class DetectorConfig(StrictModel):
     input_size_px: tuple[int, int] | None = Field(
         None,
         description="Inference size (width, height), multiples of 32. Only for models with a dynamic input; "
-        "default: the manifest's input size.",
+        "default: picked from the first frame, the smallest that holds it at the scale of the manifest's input "
+        "size, without letterbox padding rows (416x256 for a 16:9 camera with yolox-nano-dynamic). A fixed "
+        "model always runs at its manifest size.",
     )
     score_threshold: float = Field(
         0.1, ge=0.01, le=1.0,
