@@ -20,8 +20,9 @@ import numpy.typing as npt
 
 from edge.analytics.base import AnalyticsFrame, flush_all, update_all
 from edge.analytics.conflicts import NearMiss
-from edge.analytics.kinematics import GroundKinematics
+from edge.analytics.kinematics import GroundKinematics, GroundTracks
 from edge.analytics.lines import Crossing, LineCounter
+from edge.analytics.plugins import LineCounts, Speeds
 from edge.analytics.registry import ANALYTICS, AnalyticFactory, AnalyticsSetup, build_analytics
 from edge.analytics.speeds import MPS_TO_KMH
 from edge.analytics.windows import WindowAggregator, WindowRecord
@@ -140,7 +141,9 @@ class CameraPipeline:
         self.gate = MotionGate(config.detector.motion_gating) if config.detector.motion_gating else None
         self.detected_frames = 0
         self._last_redaction = np.zeros((0, 4), np.float32)
-        self.counter = LineCounter(camera.lines, camera.counting.hysteresis_px)
+        counting = camera.counting
+        self.counter = LineCounter(camera.lines, counting.hysteresis_px, confirm_s=counting.confirm_s,
+                                   riders=counting.riders)
         self.kinematics = GroundKinematics(camera.kinematics, calibration) if calibration else None
         self.analytics = build_analytics(AnalyticsSetup.from_camera(camera, self.kinematics), registry)
         self.windows = WindowAggregator(config.device_id, camera.name, config.windows.window_s,
@@ -183,29 +186,34 @@ class CameraPipeline:
         self.detected_frames += detected.ran
         t2 = time.perf_counter()
         windows = self.windows.advance(self.utc_s(frame), dropped_before)  # before the analytics add to it
-        crossings = self.counter.update(tracks, frame.t_s)
+        size = frame.source_size or (frame.image.shape[1], frame.image.shape[0])  # the boxes' pixels
+        t_ground = time.perf_counter()
+        ground = self.kinematics.update(tracks, frame.t_s, size) if self.kinematics is not None else None
+        ground_s = time.perf_counter() - t_ground
+        crossings = self.counter.update(tracks, frame.t_s, size, ground)  # riders need the ground speeds
         if self.recorder is not None:
             if not detected.still:
                 self._last_redaction = self._redaction_boxes(tracks, detections)
             self.recorder.observe(frame, self._last_redaction)
         t3 = time.perf_counter()
-        events = self._analytics(frame, tracks, crossings)
+        events = self._analytics(frame, tracks, crossings, ground)
         t4 = time.perf_counter()
         self.times.track_s += t2 - t1
         self.times.analytics_s += t4 - t2
-        self.times.conflicts_s += t4 - t3
+        self.times.conflicts_s += t4 - t3 + ground_s
         self.totals.frames += 1
-        for c in crossings:
-            self.totals.crossings[(c.line, c.direction, ROAD_USER_CLASSES[c.class_id])] += 1
+        self._total(crossings)
         self._last = frame
         return FrameResult(frame.index, tracks, crossings, windows, events)
 
-    def _analytics(self, frame: Frame, tracks: Tracks, crossings: list[Crossing]) -> list[NearMissEvent]:
-        """Ground kinematics (calibrated cameras), then every analytic; near-misses also trigger clips."""
-        ground = None
-        if self.kinematics is not None:
-            size = frame.source_size or (frame.image.shape[1], frame.image.shape[0])  # the boxes' pixels
-            ground = self.kinematics.update(tracks, frame.t_s, size)
+    def _total(self, crossings: list[Crossing]) -> None:
+        for c in crossings:
+            self.totals.crossings[(c.line, c.direction, ROAD_USER_CLASSES[c.class_id])] += 1
+
+    def _analytics(self, frame: Frame, tracks: Tracks, crossings: list[Crossing],
+                   ground: GroundTracks | None) -> list[NearMissEvent]:
+        """Every analytic, with the ground kinematics of calibrated cameras; near-misses also trigger clips."""
+        if ground is not None:
             for c in crossings:
                 speed_mps = ground.speed_of(c.tracker_id)
                 if speed_mps is not None and ROAD_USER_CLASSES[c.class_id] in MOTOR_VEHICLE_CLASSES:
@@ -244,5 +252,13 @@ class CameraPipeline:
         """End of stream or shutdown: flush the analytics (open movements, encounters), then close the
         partial window."""
         frame = self._last
+        if frame is not None:  # crossings still awaiting confirmation: no later frame can undo them
+            late = self.counter.flush(frame.t_s)
+            for analytic in self.analytics:
+                if isinstance(analytic, LineCounts):
+                    analytic.add(late)
+                elif isinstance(analytic, Speeds):
+                    analytic.aggregator.add(late, None)  # after the last frame: no speed to look up
+            self._total(late)
         events = [self._event(frame, nm) for nm in flush_all(self.analytics, frame.t_s)] if frame is not None else []
         return events, self.windows.flush()

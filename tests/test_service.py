@@ -485,7 +485,7 @@ def test_a_broker_that_stays_away_is_warned_about_every_five_minutes(
     from edge.publish import mqtt as mqtt_module
 
     clock = [1000.0]
-    monkeypatch.setattr(mqtt_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("edge.publish.mqtt.time.monotonic", lambda: clock[0])
     pub = mqtt_module.MqttPublisher(MqttConfig(url="mqtt://127.0.0.1:9", outbox_path=tmp_path / "o.sqlite3"), DEVICE)
     caplog.set_level(logging.INFO, logger="edge.publish.mqtt")
     for step_s in (0, 10, 100, 200, 10, 300):  # attempts at 0, 10, 110, 310, 320, 620 s

@@ -4,7 +4,23 @@ A track is counted when the bottom-centre of its box (its ground contact point) 
 a counting line to the other *through* the line. Each line has a dead band of ``hysteresis_px`` on
 both sides: a side only becomes the track's confirmed side once the point is outside the band, so a
 box jittering on the line, or a queue creeping over a stop line, never flips sides back and forth.
-A track counts at most once per line and direction.
+
+Two more guards keep a track from counting a crossing it did not make:
+
+* *Confirmation in time.* A crossing counts once the point has stayed beyond the band on the far side for
+  ``confirm_s`` (or the track ended there). When a box re-forms (the detector finds the skip of a truck
+  alone, then the whole truck; two road users merge into one box and part again), the bottom-centre jumps
+  along the line and can flip sides for a frame or two; it flips back within ``confirm_s`` and counts
+  nothing.
+* *The image border.* A box cut by the left, right or bottom border of the image has no true bottom-centre:
+  it zigzags as the road user enters or leaves the view. While a track's box touches one of those borders
+  its sides stay as they were; once the box is clear, the crossing is judged from the last point seen clear
+  of the border (``counting_border``, with the ``BORDER_FRAC`` of ``edge.analytics.kinematics``).
+
+A track counts at most once per line and direction; it counts in both directions only when it really comes
+back: both crossings confirmed, clear of the border. A crossing is counted as the class
+``edge.analytics.riders.CountingClasses`` gives the track (its majority class on the frame it crossed,
+except for riders of two-wheelers), and a rider and its two-wheeler count once between them.
 
 Sign convention (image pixels, y down): for a segment from ``a`` to ``b`` a point ``p`` is on the
 *left* side when ``cross(b - a, p - a) < 0`` (the left as seen on screen, facing from ``a`` to ``b``).
@@ -19,7 +35,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edge.analytics.kinematics import BORDER_FRAC, GroundTracks
+from edge.analytics.riders import CountingClasses
 from edge.config import LineConfig, default_direction_names
+from edge.config.counting import RiderConfig
 from edge.types import Tracks, bottom_centres
 
 Vec = npt.NDArray[np.float64]
@@ -73,63 +92,166 @@ class CountingLine:
 
 @dataclass(slots=True)
 class _LineState:
-    side: int = 0  # -1 left, +1 right, 0 not yet known
+    side: int = 0  # -1 left, +1 right, 0 not yet known: the confirmed side
     point: Vec = field(default_factory=lambda: np.zeros(2))
     counted: int = 0  # bit 1: first direction counted, bit 2: second
+    pending: int = 0  # the far side of a crossing awaiting confirmation, 0 when none
+    pending_t: float = 0.0  # when that crossing was seen
+    pending_class: int = 0  # the track's majority class then: the class it counts as
+
+
+@dataclass(slots=True)
+class _TrackState:
+    lines: list[_LineState]
+    class_id: int = 0  # the track's majority class when last observed
+
+
+def counting_border(xyxy: npt.NDArray[np.float32], image_size_px: tuple[int, int] | None) -> npt.NDArray[np.bool_]:
+    """Boxes ``(N,4)`` cut by the left, right or bottom image border (within ``BORDER_FRAC`` of it): their
+    bottom-centre is not the road user's. A cut at the top leaves the bottom-centre where it is."""
+    if image_size_px is None:
+        return np.zeros(len(xyxy), np.bool_)
+    w, h = image_size_px
+    mx, my = BORDER_FRAC * w, BORDER_FRAC * h
+    out: npt.NDArray[np.bool_] = (xyxy[:, 0] <= mx) | (xyxy[:, 2] >= w - mx) | (xyxy[:, 3] >= h - my)
+    return out
 
 
 class LineCounter:
-    """Counts directional crossings of every line. State per track is freed when the track ends."""
+    """Counts directional crossings of every line. State per track is freed when the track ends.
 
-    def __init__(self, lines: tuple[LineConfig, ...], hysteresis_px: float) -> None:
+    ``confirm_s``: a crossing counts once the track has stayed beyond the dead band on the far side for this
+    long, or ended there (``flush`` counts what is pending at the end of a stream); 0 counts at once.
+    ``riders``: the rules for person tracks that count as two-wheelers (``edge.analytics.riders``); None
+    counts every track as its majority class.
+    """
+
+    def __init__(self, lines: tuple[LineConfig, ...], hysteresis_px: float, *, confirm_s: float = 0.0,
+                 riders: RiderConfig | None = None) -> None:
         self.lines = [CountingLine(c) for c in lines]
         self.hysteresis_px = hysteresis_px
-        self._state: dict[int, list[_LineState]] = {}
+        self.confirm_s = confirm_s
+        self.classes = CountingClasses(riders) if riders is not None else None
+        self._state: dict[int, _TrackState] = {}
 
-    def _step(self, states: list[_LineState], p: Vec, tid: int, class_id: int, t_s: float) -> list[Crossing]:
+    def _step(self, track: _TrackState, p: Vec, tid: int, t_s: float) -> list[Crossing]:
         """Move track ``tid`` to point ``p``; the crossings this completes."""
         crossings: list[Crossing] = []
-        for line, st in zip(self.lines, states, strict=True):
+        for k, (line, st) in enumerate(zip(self.lines, track.lines, strict=True)):
             d = line.signed_distance(p)
             if abs(d) <= self.hysteresis_px:
-                continue  # inside the dead band: keep the confirmed side
+                continue  # inside the dead band: keep the confirmed side (and any pending crossing)
             side = -1 if d < 0 else 1
-            if st.side and side != st.side and line.crossed_by(st.point, p):
-                bit = 1 if side < 0 else 2
-                if not st.counted & bit:
-                    st.counted |= bit
-                    direction = line.directions[0] if side < 0 else line.directions[1]
-                    crossings.append(Crossing(line.name, direction, class_id, tid, t_s))
-            st.side, st.point = side, p
+            if st.pending:
+                st.point = p
+                if side != st.pending:
+                    st.pending = 0  # back before it was confirmed: a box that re-formed, not a crossing
+                elif t_s - st.pending_t >= self.confirm_s:
+                    crossings.extend(self._confirm(track, k, tid, t_s))
+            elif st.side and side != st.side and line.crossed_by(st.point, p):
+                st.pending, st.pending_t, st.pending_class, st.point = side, t_s, track.class_id, p
+                if self.confirm_s <= 0:
+                    crossings.extend(self._confirm(track, k, tid, t_s))
+            else:
+                st.side, st.point = side, p
         return crossings
+
+    def _confirm(self, track: _TrackState, k: int, tid: int, t_s: float) -> list[Crossing]:
+        """Confirm the pending crossing of line ``k``: the crossing, unless this track or the same road
+        user's other track (a rider and its two-wheeler) has already counted that direction."""
+        st = track.lines[k]
+        side, st.side, st.pending = st.pending, st.pending, 0
+        bit = 1 if side < 0 else 2
+        if st.counted & bit:
+            return []
+        st.counted |= bit
+        class_id = st.pending_class
+        if self.classes is not None:
+            partners = [self._state[p].lines[k] for p in self.classes.partners(tid, class_id) if p in self._state]
+            already = any(p.counted & bit for p in partners)
+            for p in partners:
+                p.counted |= bit
+            if already:
+                return []
+            class_id = self.classes.class_of(tid, class_id)
+        line = self.lines[k]
+        direction = line.directions[0] if side < 0 else line.directions[1]
+        return [Crossing(line.name, direction, class_id, tid, t_s)]
+
+    def _pending(self, tid: int, t_s: float) -> list[Crossing]:
+        """Confirm every pending crossing of track ``tid`` (it ended, or the stream did, on the far side)."""
+        track = self._state[tid]
+        return [c for k, st in enumerate(track.lines) if st.pending for c in self._confirm(track, k, tid, t_s)]
+
+    def flush(self, t_s: float) -> list[Crossing]:
+        """End of stream: the crossings still awaiting confirmation, counted (no later frame can undo them)."""
+        return [c for tid in sorted(self._state) for c in self._pending(tid, t_s)]
 
     @property
     def tracked_count(self) -> int:
         """Tracks with state held (bounded by the tracker's live tracks)."""
         return len(self._state)
 
-    def update(self, tracks: Tracks, t_s: float) -> list[Crossing]:
-        for tid in tracks.ended_ids:
-            self._state.pop(tid, None)
-        crossings: list[Crossing] = []
+    def _end(self, ended_ids: tuple[int, ...], t_s: float) -> list[Crossing]:
+        """Count the pending crossings of tracks that ended, then free their state (a two-wheeler's counted
+        crossings pass to the riders still tracked, so a rider crossing later does not count it again)."""
+        crossings = [c for tid in ended_ids if tid in self._state for c in self._pending(tid, t_s)]
+        for tid in ended_ids:
+            track = self._state.pop(tid, None)
+            if track is None or self.classes is None:
+                continue
+            for other in self.classes.partners(tid, track.class_id):
+                if other in self._state:
+                    for mine, theirs in zip(track.lines, self._state[other].lines, strict=True):
+                        theirs.counted |= mine.counted
+        if self.classes is not None:
+            self.classes.forget(ended_ids)
+        return crossings
+
+    def _start(self, origin: Vec | None) -> _TrackState:
+        """A new track's state, on the side of each line where it was first seen (``origin``) if known."""
+        track = _TrackState([_LineState() for _ in self.lines])
+        if origin is not None:  # start from where the road user was first seen
+            for line, st in zip(self.lines, track.lines, strict=True):
+                d = line.signed_distance(origin)
+                if abs(d) > self.hysteresis_px:
+                    st.side, st.point = (-1 if d < 0 else 1), origin
+        return track
+
+    def update(self, tracks: Tracks, t_s: float, image_size_px: tuple[int, int] | None = None,
+               ground: GroundTracks | None = None) -> list[Crossing]:
+        """One frame's tracks at ``t_s``; the crossings confirmed on it. With the image's ``(width, height)``,
+        a box cut by its left, right or bottom border never moves a track to the other side of a line (its
+        bottom-centre is not the road user's): the track changes sides once its box is clear of the border.
+        ``ground``: the frame's ground tracks on a calibrated camera (rider speeds in m/s)."""
+        crossings = self._end(tracks.ended_ids, t_s)
         if not self.lines:
             return crossings
+        border = counting_border(tracks.xyxy, image_size_px)
+        if self.classes is not None:
+            self.classes.update(tracks, t_s, border, ground)
         anchors = tracks.anchors().astype(np.float64)
-        origins = bottom_centres(tracks.origin_xyxy).astype(np.float64) if tracks.origin_xyxy is not None else None
-        previous = (bottom_centres(tracks.previous_xyxy).astype(np.float64)
-                    if tracks.previous_xyxy is not None else None)
+        origins = self._clear(tracks.origin_xyxy, image_size_px)
+        previous = self._clear(tracks.previous_xyxy, image_size_px)
         for i, tid in enumerate(tracks.tracker_id.tolist()):
+            track = self._state.get(tid)
             path = [anchors[i]]
-            states = self._state.get(tid)
-            if states is None:
-                states = self._state[tid] = [_LineState() for _ in self.lines]
-                if origins is not None:  # start from where the road user was first seen
-                    for line, st in zip(self.lines, states, strict=True):
-                        d = line.signed_distance(origins[i])
-                        if abs(d) > self.hysteresis_px:
-                            st.side, st.point = (-1 if d < 0 else 1), origins[i]
-                if previous is not None:  # and follow its path through the previous detection
+            if track is None:
+                track = self._state[tid] = self._start(origins[i] if origins is not None else None)
+                if previous is not None and previous[i] is not None:  # follow its path through the previous box
                     path.insert(0, previous[i])
+            track.class_id = int(tracks.class_id[i])
+            if border[i]:
+                continue  # cut by the border: keep its sides until the box is clear of it
             for p in path:
-                crossings.extend(self._step(states, p, tid, int(tracks.class_id[i]), t_s))
+                crossings.extend(self._step(track, p, tid, t_s))
         return crossings
+
+    @staticmethod
+    def _clear(xyxy: npt.NDArray[np.float32] | None, image_size_px: tuple[int, int] | None) -> list[Vec | None] | None:
+        """Bottom-centres of ``xyxy`` (None for boxes cut by the border), or None without boxes."""
+        if xyxy is None:
+            return None
+        points = bottom_centres(xyxy).astype(np.float64)
+        cut = counting_border(xyxy, image_size_px)
+        return [None if cut[i] else points[i] for i in range(len(points))]
