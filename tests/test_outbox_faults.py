@@ -24,8 +24,10 @@ from edge.config import parse_config
 from edge.errors import ConfigError, PublishError
 from edge.payloads import MessageKind
 from edge.prepare import prepare
-from edge.publish.outbox import DROP_ORDER, RESERVE_BYTES, Outbox, OutboxStats, outbox_problem
+from edge.publish.outbox import DROP_ORDER, RESERVE_BYTES, Outbox, outbox_problem
 from tests.conftest import REPO, missing, shared_path
+from tests.test_outbox import accounted
+from tests.test_outbox import body as outbox_body
 
 TTL: dict[MessageKind, float] = {"event": 3600.0, "metrics": 3600.0, "health": 600.0, "status": 86_400.0}
 DEFAULT_BUDGET = 64 * 2**20  # the config's default outbox_max_bytes: far more than the small file system
@@ -33,14 +35,7 @@ NOBODY = 65534
 
 
 def body(n: int, size: int = 900) -> bytes:
-    head = f'{{"n":{n},"pad":"'.encode()
-    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
-
-
-def accounted(s: OutboxStats) -> None:
-    for kind, k in s.kinds.items():
-        assert k.produced == (k.depth + k.acked + k.rejected + k.superseded + k.dropped_full + k.dropped_ttl
-                              + k.dropped_error), kind
+    return outbox_body(n, size)
 
 
 def rows_in(path: Path) -> int:

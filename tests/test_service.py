@@ -155,18 +155,24 @@ def test_edge_run_flushes_and_exits_cleanly_on_sighup(broker: Broker, tmp_path: 
         col.stop()
 
 
+def overpass_publish_config(broker: Broker, tmp_path: Path) -> Path:
+    """The highway overpass config as camera ``north`` of the test device, publishing to ``broker``."""
+    data = yaml.safe_load((REPO / "config" / "highway-overpass.yaml").read_text())
+    data["device_id"] = DEVICE
+    data["cameras"][0]["name"] = "north"
+    data["detector"] = {"model_dir": str(shared_path("models"))}
+    data["mqtt"] = broker.publisher_config(tmp_path / "outbox.sqlite").model_dump(mode="json", exclude_none=True)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
 def test_replay_drains_on_sigterm_as_on_ctrl_c(broker: Broker, tmp_path: Path) -> None:
     """Issue 14 item 11: SIGTERM mid-replay flushes the partial window and the publisher drains it (as
     KeyboardInterrupt does); before, the default action killed the process with the window unsent."""
     col = Collector(broker.plain_port, client_id="collector-replay-term").start()
     try:
-        data = yaml.safe_load((REPO / "config" / "highway-overpass.yaml").read_text())
-        data["device_id"] = DEVICE
-        data["cameras"][0]["name"] = "north"
-        data["detector"] = {"model_dir": str(shared_path("models"))}
-        data["mqtt"] = broker.publisher_config(tmp_path / "outbox.sqlite").model_dump(mode="json", exclude_none=True)
-        config = tmp_path / "c.yaml"
-        config.write_text(yaml.safe_dump(data))
+        config = overpass_publish_config(broker, tmp_path)
         env = {**os.environ, "EDGE_TEST_MQTT_PASSWORD": DEVICE_PASSWORD}
         # 3 s into the 33 s video a window closes and is published: proof that the replay is under way
         proc = subprocess.Popen(
@@ -224,13 +230,7 @@ def test_status_payload_stays_small_with_the_attestation(broker: Broker, tmp_pat
 def test_replay_publishes_the_same_records_it_writes(broker: Broker, tmp_path: Path) -> None:
     col = Collector(broker.plain_port, client_id="collector-replay").start()
     try:
-        data = yaml.safe_load((REPO / "config" / "highway-overpass.yaml").read_text())
-        data["device_id"] = DEVICE
-        data["cameras"][0]["name"] = "north"
-        data["detector"] = {"model_dir": str(shared_path("models"))}
-        data["mqtt"] = broker.publisher_config(tmp_path / "outbox.sqlite").model_dump(mode="json", exclude_none=True)
-        config = tmp_path / "c.yaml"
-        config.write_text(yaml.safe_dump(data))
+        config = overpass_publish_config(broker, tmp_path)
         env = {**os.environ, "EDGE_TEST_MQTT_PASSWORD": DEVICE_PASSWORD}
         proc = subprocess.run(
             [sys.executable, "-m", "edge.cli", "replay", str(shared_path("footage/highway-overpass/video1.avi")),

@@ -158,7 +158,8 @@ def run_clip(name: str, shared: Path, tolerance_s: float, clips: bool) -> ClipRe
             t = datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp() - origin
             classes = (str(e["road_users"][0]), str(e["road_users"][1]))
             events.append(Event(round(t, 3), classes, e["conflict_type"], e["severity"],
-                                e.get("ttc_s"), e.get("pet_s"), e["vulnerable"], e.get("collision", False), e.get("clip")))
+                                e.get("ttc_s"), e.get("pet_s"), e["vulnerable"], e.get("collision", False),
+                                e.get("clip")))
         fps = summary.frames / summary.video_s if summary.video_s else 0.0
         clip_s = summary.clips.frames_written / fps if summary.clips is not None and fps else 0.0
     pairs, fp, fn = match(labels, events, tolerance_s)

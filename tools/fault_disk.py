@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from local_broker import LocalBroker as Broker
+from local_broker import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -52,12 +53,6 @@ PATTERN: tuple[MessageKind, ...] = ("health", "metrics", "health", "event", "hea
 _BASE = datetime(2024, 5, 1, tzinfo=UTC)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def tmpfs(where: Path, size_mb: float) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
@@ -68,36 +63,6 @@ def tmpfs(where: Path, size_mb: float) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(where)], capture_output=True, timeout=30, check=False).returncode:
             subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30, check=False)
-
-
-class Broker:
-    """Anonymous plaintext Mosquitto on loopback with persistence (the subscriber's session survives)."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.port = port
-        (workdir / "data").mkdir(parents=True)
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {workdir / 'data'}/\nautosave_interval 1\n"
-                             "max_queued_messages 1000000\nlog_dest none\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin") or "mosquitto"
-        self.proc = subprocess.Popen([exe, "-c", str(self.conf)])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 class Subscriber:
@@ -263,7 +228,7 @@ def table(run: Run, pub: MqttPublisher, sub: Subscriber, fs_bytes: int, filler: 
 
 def scenario(args: argparse.Namespace, work: Path) -> int:
     with tmpfs(work / "fs", args.size_mb) as fs:
-        broker = Broker(work / "broker", free_port())
+        broker = Broker(work / "broker", free_port(), max_queued_messages=1_000_000)
         broker.start()
         cfg = MqttConfig(url=f"mqtt://127.0.0.1:{broker.port}", outbox_path=fs / "outbox.sqlite3", keepalive_s=5,
                          reconnect_min_s=0.2, reconnect_max_s=1.0)

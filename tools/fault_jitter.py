@@ -17,8 +17,6 @@ import argparse
 import logging
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,44 +24,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from local_broker import LocalBroker as Broker
+from local_broker import free_port
+
 from edge.config import MqttConfig
 from edge.publish.mqtt import MqttPublisher
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """An anonymous loopback Mosquitto without persistence; kill() is a SIGKILL of our own process only."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.port = port
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "log_dest none\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin") or "mosquitto"
-        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
 
 
 class TimedPublisher(MqttPublisher):

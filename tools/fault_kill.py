@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
+from local_broker import LocalBroker as Broker
+from local_broker import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -52,12 +53,6 @@ DEVICE = "cam-0001"
 PREFIX = "traffic/v1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait(pred: Any, timeout_s: float, interval_s: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout_s
     while not pred():
@@ -65,40 +60,6 @@ def wait(pred: Any, timeout_s: float, interval_s: float = 0.05) -> bool:
             return False
         time.sleep(interval_s)
     return True
-
-
-class Broker:
-    """Anonymous loopback Mosquitto with persistence (the subscriber's session survives a SIGKILL)."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.port = port
-        (workdir / "data").mkdir(parents=True)
-        self.log = workdir / "mosquitto.log"
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {workdir / 'data'}/\nautosave_interval 1\n"
-                             "max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin") or "mosquitto"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        if not wait(self._listening, 10, 0.02):
-            raise RuntimeError(f"mosquitto did not start; see {self.log}")
-
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
 
 
 class Subscriber:
