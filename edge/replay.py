@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -34,7 +35,7 @@ from edge.errors import EdgeError
 from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector, StageTimes
 from edge.publish.mqtt import MqttPublisher
 from edge.sinks import FanOutSink, JsonlSink, MqttSink, RecordCounts, RecordSink
-from edge.source import FileSource, short_of
+from edge.source import FileSource, PacketTap, short_of
 from edge.stages import Prefetch
 from edge.types import ROAD_USER_CLASSES, Frame
 
@@ -50,6 +51,27 @@ _DECODED_AHEAD_FRAMES = (8, 64)  # at least, at most (1080p for a 416 model: 480
 def _decoded_ahead(fps: float) -> int:
     least, most = _DECODED_AHEAD_FRAMES
     return max(least, min(most, round(_DECODED_AHEAD_S * fps)))
+
+
+class ReplaySpan(Protocol):
+    """The part of a recording a replay covers (``edge.batch``: a segment with its warm-up): where its frames
+    start, which records are its own and when it stops. Without one, a replay covers the whole file."""
+
+    def open(self, video: Path, on_packet: PacketTap | None, fit_px: tuple[int, int]) -> FileSource:
+        """The source, at the span's first frame (with the media times of the whole file's decode)."""
+        ...
+
+    def keep(self, pipeline: CameraPipeline, sink: RecordSink) -> RecordSink:
+        """The sink that passes the span's own records on to ``sink``."""
+        ...
+
+    def after(self, frame: Frame, result: FrameResult) -> None:
+        """Called after each frame's records went to the sink."""
+        ...
+
+    def done(self) -> bool:
+        """True once the span's last frame was analysed: the replay stops."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +126,16 @@ class ReplaySummary:
 def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Path, *,
            camera: str | None = None, start_time: datetime | None = None, max_frames: int | None = None,
            progress: bool = False, force_events_s: tuple[float, ...] = (),
-           publisher: MqttPublisher | None = None) -> ReplaySummary:
+           publisher: MqttPublisher | None = None, span: ReplaySpan | None = None,
+           clips_dir: Path | None = None) -> ReplaySummary:
     """Replay ``video`` through the pipeline of ``camera`` and write ``outdir/metrics.jsonl``.
 
     With ``clips.enabled`` the clips go to ``outdir/clips``, under the clip-seconds budget as on the
     device: it counts the clips already in that store by their UTC times, so a second replay of the same
     recording into the same folder finds the budget of those hours spent. ``force_events_s`` triggers a
     clip event at these media times (seconds): for testing the clip path before near-miss detection runs. With a
-    ``publisher`` the same records also go to its outbox (and so to the broker), as on the device.
+    ``publisher`` the same records also go to its outbox (and so to the broker), as on the device. ``span``
+    replays only a part of the file (``edge.batch``); ``clips_dir`` replaces ``outdir/clips``.
     """
     cam = config.camera(camera)
     try:
@@ -119,20 +143,23 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
     except OSError as exc:
         raise EdgeError(f"cannot create output folder {outdir}: {exc.strerror}; pick a writable -o") from None
     start_s = (start_time or config.windows.origin).timestamp()
-    recorder = (build_recorder(config.clips, config.device_id, cam.name, outdir / "clips")
+    recorder = (build_recorder(config.clips, config.device_id, cam.name, clips_dir or outdir / "clips")
                 if config.clips.enabled else None)
     pipeline = CameraPipeline(config, cam, detector, start_utc_s=start_s, recorder=recorder)
     tally = WindowClipTally(recorder)  # clip counts of each window into its health
     counts = RecordCounts()
     try:
         files = JsonlSink(outdir, speeds=pipeline.kinematics is not None)
-        sink = FanOutSink(files, counts, *([MqttSink(publisher)] if publisher is not None else []))
-        with FileSource(video, on_packet=recorder.ring if recorder else None,
-                        fit_px=detector.input_size_px) as source:
+        sink: RecordSink = FanOutSink(files, counts, *([MqttSink(publisher)] if publisher is not None else []))
+        tap = recorder.ring if recorder else None
+        if span is not None:
+            sink = span.keep(pipeline, sink)
+        with (FileSource(video, on_packet=tap, fit_px=detector.input_size_px) if span is None
+              else span.open(video, tap, detector.input_size_px)) as source:
             t0 = time.perf_counter()
             try:
-                decode_s = _run(source, pipeline, tally, sink, max_frames=max_frames,
-                                progress=progress, forced=sorted(force_events_s), name=video.name)
+                decode_s = _run(source, pipeline, tally, sink, max_frames=max_frames, progress=progress,
+                                forced=sorted(force_events_s), name=video.name, span=span)
                 sink.close()
             finally:
                 files.discard()
@@ -157,7 +184,8 @@ def replay(video: Path, config: EdgeConfig, detector: ObjectDetector, outdir: Pa
 
 
 def _run(source: FileSource, pipeline: CameraPipeline, tally: WindowClipTally, sink: RecordSink, *,
-         max_frames: int | None, progress: bool, forced: list[float], name: str) -> float:
+         max_frames: int | None, progress: bool, forced: list[float], name: str,
+         span: ReplaySpan | None = None) -> float:
     """Decode ``source`` in a thread of its own and drive its frames through ``pipeline``, with a progress
     bar and the ``forced`` clip events (media seconds, ascending); returns the decode thread's busy time."""
     total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
@@ -169,6 +197,8 @@ def _run(source: FileSource, pipeline: CameraPipeline, tally: WindowClipTally, s
     def after(frame: Frame, result: FrameResult) -> None:
         while recorder is not None and forced and frame.t_s >= forced[0]:
             recorder.trigger(f"forced-{forced.pop(0):g}", frame, pipeline.utc_s(frame))
+        if span is not None:
+            span.after(frame, result)
         bar.update(1)
         if bar.n % 25 == 0 and not bar.disable:
             elapsed = time.perf_counter() - t0
@@ -176,7 +206,7 @@ def _run(source: FileSource, pipeline: CameraPipeline, tally: WindowClipTally, s
 
     try:
         drive(((frame, 0) for frame in decoded), pipeline, tally, sink, on_frame=after,
-              thread_name="replay-detect", wake=decoded.close)
+              stop=span.done if span is not None else None, thread_name="replay-detect", wake=decoded.close)
     finally:
         decoded.close()
         bar.close()
