@@ -38,6 +38,7 @@ from edge.drive import drive, with_drops
 from edge.errors import ConfigError, EdgeError
 from edge.payloads import CameraHealth, DeviceHealth, iso_utc
 from edge.pipeline import CameraPipeline, FrameResult, ObjectDetector
+from edge.publish.homeassistant import discovery_messages
 from edge.publish.mqtt import MqttPublisher
 from edge.sinks import FanOutSink, MqttSink, RecordCounts, RecordSink
 from edge.source import FileSource, LiveSource, SourceState, open_source
@@ -233,7 +234,8 @@ class Service:
             config.clips.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(config.clips.store_dir, 0o700)
         self.attestation = attestation(config, config_path)
-        self.publisher = MqttPublisher(config.mqtt, config.device_id, attestation=self.attestation)
+        self.publisher = MqttPublisher(config.mqtt, config.device_id, attestation=self.attestation,
+                                       discovery=discovery_messages(config))  # Home Assistant, if on
         sink = MqttSink(self.publisher)  # shared by the workers; the publisher is stopped by ``stop``
         self.workers = [CameraWorker(config, cam, detector, sink) for cam in config.cameras]
         self._restarts: dict[str, RestartState] = {w.camera.name: RestartState() for w in self.workers}

@@ -121,6 +121,12 @@ class MqttConfig(ReconnectBackoff):
     health_interval_s: float = Field(
         60.0, ge=1, le=86_400, description="Period of health messages while connected; one also follows each connect."
     )
+    home_assistant: bool = Field(
+        False, description="Also publish Home Assistant MQTT discovery after every connect: a retained sensor config "
+        "per camera and line (and per camera the processing rate and near-misses, and the outbox depth) under "
+        "homeassistant/sensor/{device_id}/, each available while the retained status says online. The broker ACL "
+        "must let the device write homeassistant/sensor/%u/+/config (deploy/mosquitto/edge.acl).",
+    )
 
     @field_validator("url")
     @classmethod

@@ -13,7 +13,10 @@ The sender thread
       come back in lock-step (20 clients over a 20 s window: at most 30 % in any one second);
     * sets the last will, a retained ``offline`` status (QoS 1), and after every CONNACK puts a retained
       ``online`` status and a health message in the outbox; an ``online`` that the outbox could not take
-      (disk full, I/O error) is tried again every :data:`ONLINE_RETRY_S` until it is stored;
+      (disk full, I/O error) is tried again every :data:`ONLINE_RETRY_S` until it is stored; with
+      ``discovery`` (Home Assistant, :mod:`edge.publish.homeassistant`) it also publishes those retained
+      configs once per CONNACK, straight to the client: they are rebuilt from the config for every
+      connection, so the outbox has nothing to keep (a refused one raises the alarm);
     * publishes outbox rows QoS 1, status first and then in id order, with at most ``inflight_max`` (and
       at most the broker's Receive Maximum) unacknowledged, MessageExpiryInterval set to the time left
       of the row's TTL, and deletes a row only when its PUBACK reports success;
@@ -53,7 +56,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +79,7 @@ from edge.payloads import (
     Payload,
     iso_utc,
 )
+from edge.publish.homeassistant import DiscoveryMessage
 from edge.publish.outbox import KINDS, Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -123,7 +127,8 @@ class MqttPublisher:
     Construction reads the password and TLS files (raising :class:`~edge.errors.ConfigError` naming the
     field when one cannot be read) and opens the outbox; :meth:`start` starts the sender thread.
     ``outbox`` may be passed in (tests use a fake clock); it is then not closed by :meth:`stop`.
-    ``attestation`` (the record of :func:`edge.attest.attestation`) goes out with every ``online`` status.
+    ``attestation`` (the record of :func:`edge.attest.attestation`) goes out with every ``online`` status;
+    ``discovery`` (:func:`edge.publish.homeassistant.discovery_messages`) after every CONNACK.
     """
 
     def __init__(
@@ -134,8 +139,12 @@ class MqttPublisher:
         outbox: Outbox | None = None,
         attestation: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
+        discovery: Sequence[DiscoveryMessage] = (),
     ) -> None:
         self.config = config
+        self.discovery = tuple(discovery)
+        self._discovery_mids: set[int] = set()  # Home Assistant configs sent on this connection, not yet acked
+        self._discovery_refused = False  # the broker refused one on this connection
         self.attestation = dict(attestation) if attestation is not None else None
         self.device_id = device_id
         self.client_id = config.client_id or f"edge-{device_id}"
@@ -448,9 +457,29 @@ class MqttPublisher:
         self.outbox.release()
         self._online_due_s = None
         self._announce_online(time.monotonic())  # again from _step until the outbox took it
+        self._publish_discovery(client)
         self._safe(lambda: self.put("health", self.health_report()))
         log.info("MQTT connected to %s:%s as %s", cfg.broker_host, cfg.broker_port, self.client_id)
         return None
+
+    def _publish_discovery(self, client: mqtt.Client) -> None:
+        """The Home Assistant discovery configs, retained QoS 1, once per CONNACK (not through the outbox)."""
+        self._discovery_mids.clear()
+        self._discovery_refused = False
+        for msg in self.discovery:
+            self._discovery_mids.add(client.publish(msg.topic, msg.payload, qos=1, retain=True).mid)
+
+    def _discovery_acked(self, mid: int, reason: ReasonCode) -> None:
+        """A PUBACK of a discovery config: a refusal raises the alarm, a connection that sent all clears it."""
+        if mid not in self._discovery_mids:
+            return
+        self._discovery_mids.discard(mid)
+        if reason.is_failure:
+            self._discovery_refused = True
+            self._failed("discovery", f"the broker refused a Home Assistant discovery config: {reason} (check "
+                         "that the ACL lets the device write homeassistant/sensor/%u/+/config)")
+        elif not self._discovery_mids and not self._discovery_refused:
+            self._alarms.pop("discovery", None)
 
     def _unreachable(self, what: str) -> None:
         """A failed connection attempt: a WARNING at the first since the last success and every
@@ -532,7 +561,8 @@ class MqttPublisher:
         for mid, reason in acks:
             row = self._inflight.pop(mid, None)
             if row is None:
-                continue  # from a connection already given up
+                self._discovery_acked(mid, reason)  # or from a connection already given up
+                continue
             if not reason.is_failure:
                 good.append(row.id)
                 self._acked += 1
