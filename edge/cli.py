@@ -364,6 +364,33 @@ def _add_trajectories_and_models(sub: argparse._SubParsersAction[argparse.Argume
     m.set_defaults(func=_cmd_models)
 
 
+def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge.dashboard import command  # argparse and the stdlib HTTP server only; nothing heavy
+
+    d = _command(sub, "dashboard", command.SUMMARY, command.EXAMPLE)
+    command.add_arguments(d)
+    d.set_defaults(func=command.run)
+
+
+def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge.batch import command  # argparse only; the batch machinery is imported when it runs
+
+    b = _command(sub, "batch", command.SUMMARY, command.EXAMPLE)
+    command.add_arguments(b)
+    b.set_defaults(func=command.run)
+
+
+def _add_city(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge.city import cli as city  # argparse only; the archive and report are imported when they run
+
+    a = _command(sub, "archive", city.ARCHIVE_SUMMARY, city.ARCHIVE_EXAMPLE)
+    city.add_archive_arguments(a)
+    a.set_defaults(func=city.run_archive)
+    r = _command(sub, "report", city.REPORT_SUMMARY, city.REPORT_EXAMPLE)
+    city.add_report_arguments(r)
+    r.set_defaults(func=city.run_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge", description=_DESCRIPTION, epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -375,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_and_attest(sub)
     _add_clips(sub)
     _add_trajectories_and_models(sub)
+    _add_dashboard(sub)
+    _add_batch(sub)
+    _add_city(sub)
     return p
 
 
