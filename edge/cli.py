@@ -12,6 +12,7 @@ from pathlib import Path
 from edge import __version__
 from edge.config import load_config
 from edge.errors import ConfigError, EdgeError
+from edge.media import utc_time_arg
 from edge.types import ROAD_USER_CLASSES
 
 log = logging.getLogger("edge")
@@ -29,16 +30,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     lines = sum(len(c.lines) for c in config.cameras)
     print(f"OK {args.config}: device {config.device_id}, {len(config.cameras)} camera(s), {lines} line(s)")
     return 0
-
-
-def _parse_time(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2024-05-01T07:00:00Z")
-    return t.astimezone(UTC)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -303,7 +294,7 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r.add_argument("-c", "--config", type=Path, required=True, help="the YAML config (lines, zones, calibration)")
     r.add_argument("-o", "--output", type=Path, required=True, help="output folder for metrics.jsonl")
     r.add_argument("--camera", help="camera of the config to use (default: the first)")
-    r.add_argument("--start-time", type=_parse_time,
+    r.add_argument("--start-time", type=utc_time_arg,
                    help="UTC instant of the video's first frame (default: windows.origin of the config; when "
                    "publishing: the file's creation_time tag or a date in its name, else required)")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")

@@ -50,6 +50,19 @@ def _from_name(path: Path) -> datetime | None:
     return None
 
 
+def utc_time_arg(text: str) -> datetime:
+    """A command-line instant: ISO 8601 with a time zone (``Z`` allowed), as UTC; argparse's error otherwise."""
+    import argparse
+
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2024-05-01T07:00:00Z")
+    return t.astimezone(UTC)
+
+
 def recording_start(path: Path) -> tuple[datetime, str] | None:
     """The UTC start of a recording and where it was read (``"creation_time tag"``, ``"file name"``), or
     None when neither says. A time in the file name is taken as UTC."""

@@ -35,6 +35,7 @@ from typing import Any, Final, Literal
 from edge.city.records import RecordKind, Valid
 from edge.errors import EdgeError
 from edge.payloads import NearMissEvent, WindowMetrics, WindowSpeeds
+from edge.sqlite import immediate_transaction
 
 Outcome = Literal["inserted", "updated", "duplicate", "quarantined"]
 ARCHIVE_SCHEMA_VERSION: Final = 1
@@ -144,15 +145,10 @@ class Archive:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """One transaction around many :meth:`store` calls (an import); rolled back whole on an error."""
-        self._db.execute("BEGIN IMMEDIATE")
         self._in_batch = True
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+            with immediate_transaction(self._db):
+                yield
         finally:
             self._in_batch = False
 

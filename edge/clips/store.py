@@ -29,12 +29,12 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import ClipError
+from edge.sqlite import immediate_transaction
 
 log = logging.getLogger(__name__)
 
@@ -223,15 +223,8 @@ class ClipStore:
             raise
         return final
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return immediate_transaction(self._db)
 
     def discard(self, partial: Path) -> None:
         with contextlib.suppress(FileNotFoundError):

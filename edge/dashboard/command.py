@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.errors import ConfigError
+from edge.media import utc_time_arg
 
 if TYPE_CHECKING:
     import ssl
@@ -17,16 +17,6 @@ SUMMARY = ("serve the reference dashboard (city side, not on the device): a page
            "MQTT on WebSockets with the viewer's own read-only login and checks every message against the contract")
 EXAMPLE = ("edge dashboard --broker wss://broker.city.example:8884 --username dashboard "
            "--archive /var/lib/edge-city/archive.sqlite")
-
-
-def _time(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2024-05-01T07:00:00Z")
-    return t.astimezone(UTC)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "`edge archive` fills) or a folder of metrics records (*.jsonl, e.g. replay outputs); without "
                    "it the chart starts empty and fills from live messages")
     p.add_argument("--hours", type=float, default=6.0, help="hours the rolling chart shows")
-    p.add_argument("--history-end", type=_time, metavar="TIME",
+    p.add_argument("--history-end", type=utc_time_arg, metavar="TIME",
                    help="end of the chart's archive span (default: now), e.g. for an archive of old footage")
     p.add_argument("--stale-after", type=float, default=180.0, metavar="S",
                    help="an online device that sent nothing for this long is shown as silent")
