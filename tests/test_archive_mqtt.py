@@ -140,6 +140,7 @@ def test_edge_archive_runs_until_sigterm(broker: Broker, tmp_path: Path, monkeyp
     try:
         assert proc.stdout is not None
         assert "edge archive:" in proc.stdout.readline()
+        assert "subscribed" in proc.stdout.readline()  # the session exists: what is published now is kept
         data = generate(SiteModel(device=DEVICE, camera=CAMERA, window_s=60),
                         [Phase(datetime(2024, 5, 1, 7, tzinfo=UTC), 3 / 1440)], seed=2)
         publisher = MqttPublisher(broker.publisher_config(tmp_path / "outbox.sqlite3"), DEVICE)

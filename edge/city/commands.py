@@ -48,6 +48,14 @@ def cmd_archive(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     print(f"edge archive: {config.database} <- {subscriber.mqtt.broker_host}:{subscriber.mqtt.broker_port} "
           f"({', '.join(subscriber.topics)}, QoS 1, session {subscriber.client_id})", flush=True)
+
+    def say_subscribed() -> None:  # the broker keeps the session from here on: nothing published is missed
+        while not stop.is_set():
+            if subscriber.subscribed.wait(0.5):
+                print("edge archive: subscribed; storing", flush=True)
+                return
+
+    threading.Thread(target=say_subscribed, name="archive-ready", daemon=True).start()
     subscriber.run(stop)
     print(f"edge archive: stopped; {dict(sorted(subscriber.counters.items()))}", flush=True)
     return 0
