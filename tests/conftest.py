@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -57,6 +57,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def broker(pki: Pki, tmp_path: Path) -> Iterator[Broker]:
     b = Broker(tmp_path / "broker", pki)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def deploy_broker(pki: Pki, tmp_path: Path) -> Iterator[Any]:
+    """The deploy/ example Mosquitto (device, dashboard and reader listeners) on free ports, for one test."""
+    from tests.dashboard_support import DeployBroker
+
+    b = DeployBroker(tmp_path / "broker", pki)
     b.start()
     yield b
     b.stop()

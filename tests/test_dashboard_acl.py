@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.publish import MqttPublisher
 from tests.dashboard_support import DASHBOARD_PASSWORD, DASHBOARD_USER, HA_USER, DeployBroker, ws_client
-from tests.mqtt_broker import DEVICE, DEVICE_PASSWORD, PREFIX, Collector, Pki, wait_until
+from tests.mqtt_broker import DEVICE, DEVICE_PASSWORD, PREFIX, Collector, wait_until
 
 NOT_AUTHORIZED = 135
 
-
-@pytest.fixture
-def deploy_broker(pki: Pki, tmp_path: Path) -> Iterator[DeployBroker]:
-    b = DeployBroker(tmp_path / "broker", pki)
-    b.start()
-    yield b
-    b.stop()
 
 
 class Probe:

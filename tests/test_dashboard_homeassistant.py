@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from edge.publish import MqttPublisher
 from edge.publish.homeassistant import DiscoveryMessage, discovery_messages
 from tests.conftest import REPO
 from tests.dashboard_support import DASHBOARD_PASSWORD, HA_USER, DeployBroker
-from tests.mqtt_broker import DEVICE, DEVICE_PASSWORD, Collector, Pki, wait_until
+from tests.mqtt_broker import DEVICE, DEVICE_PASSWORD, Collector, wait_until
 
 
 def _config(device: str = DEVICE, *, on: bool = True, cameras: list[dict[str, Any]] | None = None,
@@ -103,13 +102,6 @@ def test_lines_that_would_share_an_id_are_refused() -> None:
 
 
 # ------------------------------------------------------------------------------------ on a real broker
-@pytest.fixture
-def deploy_broker(pki: Pki, tmp_path: Path) -> Iterator[DeployBroker]:
-    b = DeployBroker(tmp_path / "broker", pki)
-    b.start()
-    yield b
-    b.stop()
-
 
 class FirstCopies(Collector):
     """A collector that also lists the topics of first deliveries: live (retain flag clear, not a retained copy
